@@ -1,0 +1,1 @@
+"""Generation engine: prefill, compiled decode chunks, beams and contrastive search."""

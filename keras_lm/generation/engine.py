@@ -1,0 +1,269 @@
+"""The generation engine: left-padded prefill, then compiled decode chunks on a growing cache.
+
+Rows are left-padded so every row writes the same cache slot each step, while explicit per-row
+positions keep each row's numbers identical to generating it alone.
+"""
+
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lm.generation.buckets import cache_bucket, prompt_bucket
+from keras_lm.generation.compile import CompiledFunction, to_numpy
+
+DEFAULT_CHUNK = 16
+
+
+@dataclass
+class GenerationRequest:
+    """Right-padded prompts and per-row budgets, as numpy."""
+
+    prompts: list  # list of 1-D int arrays (the real prompt tokens of each row)
+    max_new: np.ndarray  # [batch] tokens each row may add
+    stop_token_ids: tuple = ()
+    pad_token_id: int = 0
+
+
+@dataclass
+class GenerationResult:
+    tokens: list  # per row: generated ids (stop token included when hit)
+    log_probs: list  # per row: float32 log-probabilities of those ids
+    beams: list | None = None  # beam search with return_all_beams: per row [(ids, score)]
+    extras: dict = field(default_factory=dict)
+
+
+def scope(model_variables, model_values, sampler, sampler_values):
+    mapping = []
+    if model_values is not None:
+        mapping += list(zip(model_variables, model_values, strict=True))
+    mapping += list(zip(sampler.variables, sampler_values, strict=True))
+    return keras.StatelessScope(state_mapping=mapping)
+
+
+def attention_mask(capacity, index, num_queries, left_pad):
+    """`[batch, queries, capacity]`: a query at slot `index + t` sees slots in [pad, index + t]."""
+    slots = ops.arange(capacity, dtype="int32")[None, None, :]
+    query_slots = (index + ops.arange(num_queries, dtype="int32"))[None, :, None]
+    visible = ops.logical_and(slots <= query_slots, slots >= left_pad[:, None, None])
+    return visible
+
+
+class GenerationEngine:
+    """Runs generation for one `CausalLM`; compiled functions are cached per sampler."""
+
+    def __init__(self, causal_lm):
+        self.model = causal_lm
+        self._compiled = {}
+
+    @property
+    def backbone(self):
+        return self.model.backbone
+
+    def _function(self, kind, sampler, builder):
+        key = (kind, id(sampler))
+        entry = self._compiled.get(key)
+        if entry is None or entry[0] is not sampler:
+            entry = (sampler, CompiledFunction(builder(sampler), self.model.variables))
+            self._compiled[key] = entry
+        return entry[1]
+
+    def trace_count(self) -> int:
+        return sum(fn.trace_count for _, fn in self._compiled.values())
+
+    # -- shared pieces ------------------------------------------------------------------------
+    def forward_step(self, token_ids, positions, caches, index, left_pad):
+        capacity = ops.shape(caches[0][0])[1]
+        mask = attention_mask(capacity, index, ops.shape(token_ids)[1], left_pad)
+        hidden, caches = self.backbone.forward(
+            token_ids,
+            positions=positions,
+            attention_mask=mask,
+            caches=caches,
+            cache_update_index=index,
+        )
+        return hidden, caches
+
+    def _build_prefill(self, sampler):
+        variables = self.model.variables
+
+        def prefill(model_values, sampler_values, token_ids, positions, left_pad, caches):
+            with scope(variables, model_values, sampler, sampler_values):
+                hidden, caches = self.forward_step(token_ids, positions, caches, 0, left_pad)
+                logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
+            return logits, hidden, caches
+
+        return prefill
+
+    def prepare(self, request: GenerationRequest, repeat: int = 1):
+        """Left-pad prompts into a bucketed block; returns numpy arrays."""
+        lengths = np.array([len(p) for p in request.prompts], dtype=np.int32)
+        if (lengths == 0).any():
+            raise ValueError("Every prompt must contain at least one token.")
+        width = prompt_bucket(int(lengths.max()))
+        batch = len(request.prompts)
+        token_ids = np.full((batch, width), request.pad_token_id, dtype=np.int32)
+        for i, prompt in enumerate(request.prompts):
+            token_ids[i, width - len(prompt) :] = prompt
+        left_pad = (width - lengths).astype(np.int32)
+        positions = np.maximum(np.arange(width, dtype=np.int32)[None, :] - left_pad[:, None], 0)
+        if repeat > 1:
+            token_ids, positions, left_pad, lengths = (
+                np.repeat(a, repeat, axis=0) for a in (token_ids, positions, left_pad, lengths)
+            )
+        return token_ids, positions.astype(np.int32), left_pad, lengths
+
+    def run_prefill(self, sampler, token_ids, positions, left_pad, capacity):
+        caches = self.backbone.empty_cache(token_ids.shape[0], capacity)
+        prefill = self._function("prefill", sampler, self._build_prefill)
+        sampler_values = [v.value for v in sampler.variables]
+        return prefill(sampler_values, token_ids, positions, left_pad, caches)
+
+    # -- token samplers (greedy, random, top-k, top-p, custom) --------------------------------
+    def _build_chunk(self, sampler):
+        variables = self.model.variables
+
+        def chunk(model_values, sampler_values, state, stop_ids, max_new, left_pad, out):
+            tokens_out, log_probs_out = out
+
+            def cond(step, state, sampler_values, tokens_out, log_probs_out):
+                steps = ops.shape(tokens_out)[1]
+                return ops.logical_and(step < steps, ops.logical_not(ops.all(state["done"])))
+
+            def body(step, state, sampler_values, tokens_out, log_probs_out):
+                with scope(variables, model_values, sampler, sampler_values) as s:
+                    logits = state["logits"]
+                    token = sampler.next_token_from_logits(logits)
+                    done = state["done"]
+                    token = ops.where(done, ops.zeros_like(token), token)
+                    log_prob = ops.take_along_axis(
+                        ops.log_softmax(logits, axis=-1), token[:, None], axis=-1
+                    )[:, 0]
+                    count = state["count"] + 1
+                    stopped = ops.any(token[:, None] == stop_ids[None, :], axis=-1)
+                    new_done = ops.logical_or(done, ops.logical_or(stopped, count >= max_new))
+                    hidden, caches = self.forward_step(
+                        token[:, None], state["positions"][:, None], state["caches"],
+                        state["index"], left_pad,
+                    )
+                    logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
+                    new_sampler_values = [
+                        _current(s, v, old)
+                        for v, old in zip(sampler.variables, sampler_values, strict=True)
+                    ]
+                kept = ops.where(done, -1, token)
+                tokens_out = ops.slice_update(tokens_out, (0, step), kept[:, None])
+                log_probs_out = ops.slice_update(log_probs_out, (0, step), log_prob[:, None])
+                state = {
+                    "logits": logits,
+                    "caches": caches,
+                    "index": state["index"] + 1,
+                    "positions": state["positions"] + 1,
+                    "count": count,
+                    "done": new_done,
+                }
+                return step + 1, state, new_sampler_values, tokens_out, log_probs_out
+
+            loop = ops.while_loop(
+                cond,
+                body,
+                (ops.convert_to_tensor(0, "int32"), state, sampler_values, tokens_out,
+                 log_probs_out),
+            )
+            _, state, sampler_values, tokens_out, log_probs_out = loop
+            return state, sampler_values, tokens_out, log_probs_out
+
+        return chunk
+
+    def iterate(self, request: GenerationRequest, sampler, chunk_size: int = DEFAULT_CHUNK):
+        """Yield `(tokens [batch, n], log_probs [batch, n])` numpy chunks; -1 marks finished rows.
+
+        The cache starts just big enough for the prompt plus one chunk and doubles as needed,
+        so per-token cost follows the current length, not the requested maximum.
+        """
+        token_ids, positions, left_pad, lengths = self.prepare(request)
+        batch, width = token_ids.shape
+        max_new = np.asarray(request.max_new, dtype=np.int32)
+        total_steps = int(max_new.max()) if len(max_new) else 0
+        if total_steps <= 0:
+            return
+        capacity = cache_bucket(width + min(chunk_size, total_steps))
+        logits, _, caches = self.run_prefill(sampler, token_ids, positions, left_pad, capacity)
+        stop_ids = np.array(list(request.stop_token_ids) or [-1], dtype=np.int32)
+        state = {
+            "logits": logits,
+            "caches": caches,
+            "index": ops.convert_to_tensor(width, "int32"),
+            "positions": ops.convert_to_tensor(lengths, "int32"),
+            "count": ops.convert_to_tensor(0, "int32"),
+            "done": ops.convert_to_tensor(max_new <= 0),
+        }
+        chunk = self._function("chunk", sampler, self._build_chunk)
+        sampler_values = [v.value for v in sampler.variables]
+        left_pad_t = ops.convert_to_tensor(left_pad, "int32")
+        max_new_t = ops.convert_to_tensor(max_new, "int32")
+        stop_t = ops.convert_to_tensor(stop_ids, "int32")
+        produced = 0
+        index = width
+        while produced < total_steps:
+            steps = min(chunk_size, total_steps - produced)
+            steps = chunk_size if steps == chunk_size else _pow2_at_least(steps)
+            if index + steps > capacity:
+                capacity = cache_bucket(index + steps)
+                state["caches"] = _grow(state["caches"], capacity)
+            out = (
+                ops.full((batch, steps), -1, "int32"),
+                ops.zeros((batch, steps), "float32"),
+            )
+            state, sampler_values, tokens, log_probs = chunk(
+                sampler_values, state, stop_t, max_new_t, left_pad_t, out
+            )
+            tokens, log_probs = to_numpy(tokens), to_numpy(log_probs)
+            produced += steps
+            index += steps
+            yield tokens, log_probs
+            if bool(to_numpy(state["done"]).all()):
+                break
+        for variable, value in zip(sampler.variables, sampler_values, strict=True):
+            variable.assign(value)
+
+    def generate(self, request: GenerationRequest, sampler, chunk_size=DEFAULT_CHUNK):
+        if sampler.strategy == "beam":
+            from keras_lm.generation.beam import beam_search
+
+            return beam_search(self, request, sampler)
+        if sampler.strategy == "contrastive":
+            from keras_lm.generation.contrastive import contrastive_search
+
+            return contrastive_search(self, request, sampler)
+        batch = len(request.prompts)
+        tokens = [[] for _ in range(batch)]
+        log_probs = [[] for _ in range(batch)]
+        for chunk_tokens, chunk_log_probs in self.iterate(request, sampler, chunk_size):
+            for row in range(batch):
+                keep = chunk_tokens[row] >= 0
+                tokens[row].extend(chunk_tokens[row][keep].tolist())
+                log_probs[row].extend(chunk_log_probs[row][keep].tolist())
+        return GenerationResult(tokens=tokens, log_probs=log_probs)
+
+
+def _current(stateless_scope, variable, old):
+    value = stateless_scope.get_current_value(variable)
+    return old if value is None else value
+
+
+def _pow2_at_least(n):
+    size = 1
+    while size < n:
+        size *= 2
+    return size
+
+
+def _grow(caches, capacity):
+    grown = []
+    for keys, values in caches:
+        extra = capacity - ops.shape(keys)[1]
+        pad = [[0, 0], [0, extra], [0, 0], [0, 0]]
+        grown.append((ops.pad(keys, pad), ops.pad(values, pad)))
+    return grown

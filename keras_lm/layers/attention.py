@@ -1,0 +1,191 @@
+"""Multi-head / grouped-query attention with RoPE, sliding windows, soft-cap and a KV cache."""
+
+import keras
+from keras import ops
+
+from keras_lm.layers.normalization import Normalization
+from keras_lm.layers.rotary import apply_rope, rope_cos_sin, rope_inverse_frequencies
+
+_MASKED = -1e9  # finite, so fully-masked (padding) rows never turn into NaN
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class CachedAttention(keras.layers.Layer):
+    """Causal self-attention whose key/value cache is passed in and returned.
+
+    The cache for one layer is a `(keys, values)` pair of shape
+    `[batch, capacity, num_key_value_heads, head_dim]`; new keys are written at slot
+    `cache_update_index`, and `(output, cache)` is returned; without a cache only the output.
+    `attention_mask` is `[batch, query_len, key_len]` (True = attend).
+
+    Example:
+    >>> attn = CachedAttention(num_query_heads=4, num_key_value_heads=2, head_dim=8)
+    >>> x = keras.ops.ones((1, 3, 32))
+    >>> out = attn(x, attention_mask=keras.ops.ones((1, 3, 3), "bool"))
+    >>> out.shape
+    (1, 3, 32)
+    """
+
+    def __init__(
+        self,
+        num_query_heads: int,
+        num_key_value_heads: int,
+        head_dim: int,
+        use_bias: bool = False,
+        output_bias: bool | None = None,
+        use_rope: bool = False,
+        rope_max_wavelength: float = 10000.0,
+        rope_scaling_factor: float = 1.0,
+        rope_llama3_scaling: dict | None = None,
+        sliding_window: int | None = None,
+        logit_soft_cap: float | None = None,
+        query_scale: float | None = None,
+        qk_norm_epsilon: float | None = None,
+        dropout: float = 0.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_query_heads % num_key_value_heads:
+            raise ValueError(
+                "`num_query_heads` must be a multiple of `num_key_value_heads`. Received: "
+                f"num_query_heads={num_query_heads}, num_key_value_heads={num_key_value_heads}"
+            )
+        self.num_query_heads = num_query_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+        self.use_bias = use_bias
+        self.output_bias = use_bias if output_bias is None else output_bias
+        self.use_rope = use_rope
+        self.rope_max_wavelength = rope_max_wavelength
+        self.rope_scaling_factor = rope_scaling_factor
+        self.rope_llama3_scaling = rope_llama3_scaling
+        self.sliding_window = sliding_window
+        self.logit_soft_cap = logit_soft_cap
+        self.query_scale = query_scale if query_scale is not None else head_dim**-0.5
+        self.qk_norm_epsilon = qk_norm_epsilon
+        self.dropout = dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self._inverse_frequencies = None
+        if use_rope:
+            self._inverse_frequencies = rope_inverse_frequencies(
+                head_dim, rope_max_wavelength, rope_scaling_factor, rope_llama3_scaling
+            )
+
+    def _projection(self, equation, output_shape, bias_axes, name):
+        return keras.layers.EinsumDense(
+            equation,
+            output_shape=output_shape,
+            bias_axes=bias_axes,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        n, k, h = self.num_query_heads, self.num_key_value_heads, self.head_dim
+        bias = "nh" if self.use_bias else None
+        self.query = self._projection("btd,dnh->btnh", (None, n, h), bias, "query")
+        self.key = self._projection("btd,dnh->btnh", (None, k, h), bias, "key")
+        self.value = self._projection("btd,dnh->btnh", (None, k, h), bias, "value")
+        out_bias = "d" if self.output_bias else None
+        self.attention_output = self._projection(
+            "btnh,nhd->btd", (None, hidden_dim), out_bias, "attention_output"
+        )
+        for layer in (self.query, self.key, self.value):
+            layer.build(input_shape)
+        self.attention_output.build((None, None, n, h))
+        self.query_norm = self.key_norm = None
+        if self.qk_norm_epsilon is not None:
+            self.query_norm = Normalization(
+                "rms", self.qk_norm_epsilon, unit_offset=True, dtype=self.dtype_policy,
+                name="query_norm",
+            )
+            self.key_norm = Normalization(
+                "rms", self.qk_norm_epsilon, unit_offset=True, dtype=self.dtype_policy,
+                name="key_norm",
+            )
+            self.query_norm.build((None, None, n, h))
+            self.key_norm.build((None, None, k, h))
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.built = True
+
+    def call(
+        self,
+        x,
+        attention_mask,
+        positions=None,
+        cache=None,
+        cache_update_index=None,
+        training=False,
+    ):
+        query, key, value = self.query(x), self.key(x), self.value(x)
+        if self.query_norm is not None:
+            query, key = self.query_norm(query), self.key_norm(key)
+        if self.use_rope:
+            if positions is None:
+                positions = ops.arange(ops.shape(x)[1])[None, :]
+            cos, sin = rope_cos_sin(positions, self._inverse_frequencies)
+            query, key = apply_rope(query, cos, sin), apply_rope(key, cos, sin)
+        start = 0
+        if cache is not None:
+            start = cache_update_index
+            key_cache, value_cache = cache
+            key = ops.slice_update(key_cache, (0, start, 0, 0), ops.cast(key, key_cache.dtype))
+            value = ops.slice_update(
+                value_cache, (0, start, 0, 0), ops.cast(value, value_cache.dtype)
+            )
+            cache = (key, value)
+        if self.sliding_window is not None:
+            attention_mask = self._window(attention_mask, start)
+        attended = self.attention_output(
+            self._attend(query, key, value, attention_mask, training)
+        )
+        return attended if cache is None else (attended, cache)
+
+    def _window(self, attention_mask, start):
+        query_len, key_len = ops.shape(attention_mask)[1], ops.shape(attention_mask)[2]
+        query_slots = ops.arange(query_len)[:, None] + start
+        key_slots = ops.arange(key_len)[None, :]
+        in_window = (query_slots - key_slots) < self.sliding_window
+        return ops.logical_and(attention_mask, in_window[None])
+
+    def _attend(self, query, key, value, attention_mask, training):
+        batch, length = ops.shape(query)[0], ops.shape(query)[1]
+        groups = self.num_query_heads // self.num_key_value_heads
+        query = query * ops.cast(self.query_scale, query.dtype)
+        query = ops.reshape(
+            query, (batch, length, self.num_key_value_heads, groups, self.head_dim)
+        )
+        scores = ops.einsum("btkgh,bskh->bkgts", query, ops.cast(key, query.dtype))
+        scores = ops.cast(scores, "float32")
+        if self.logit_soft_cap is not None:
+            scores = ops.tanh(scores / self.logit_soft_cap) * self.logit_soft_cap
+        mask = ops.cast(attention_mask, "bool")[:, None, None, :, :]
+        scores = ops.where(mask, scores, _MASKED)
+        weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        weights = self.dropout_layer(weights, training=training)
+        out = ops.einsum("bkgts,bskh->btkgh", weights, ops.cast(value, weights.dtype))
+        return ops.reshape(out, (batch, length, self.num_query_heads, self.head_dim))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_query_heads=self.num_query_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            head_dim=self.head_dim,
+            use_bias=self.use_bias,
+            output_bias=self.output_bias,
+            use_rope=self.use_rope,
+            rope_max_wavelength=self.rope_max_wavelength,
+            rope_scaling_factor=self.rope_scaling_factor,
+            rope_llama3_scaling=self.rope_llama3_scaling,
+            sliding_window=self.sliding_window,
+            logit_soft_cap=self.logit_soft_cap,
+            query_scale=self.query_scale,
+            qk_norm_epsilon=self.qk_norm_epsilon,
+            dropout=self.dropout,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config

@@ -1,0 +1,122 @@
+"""Token embeddings that double as the output head, and learned position embeddings."""
+
+import math
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class ReversibleEmbedding(keras.layers.Embedding):
+    """An embedding whose `reverse=True` call maps hidden states to vocabulary logits.
+
+    With `tie_weights=False` the head has its own `reverse_embeddings` matrix. `scale_by_sqrt_dim`
+    multiplies forward outputs by `sqrt(output_dim)` (Gemma), and `logit_soft_cap` applies
+    `cap * tanh(logits / cap)` to the reverse output.
+
+    Example:
+    >>> emb = ReversibleEmbedding(100, 16)
+    >>> hidden = emb(keras.ops.ones((1, 3), "int32"))
+    >>> emb(hidden, reverse=True).shape
+    (1, 3, 100)
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        tie_weights: bool = True,
+        scale_by_sqrt_dim: bool = False,
+        logit_soft_cap: float | None = None,
+        **kwargs,
+    ):
+        super().__init__(input_dim, output_dim, **kwargs)
+        self.tie_weights = tie_weights
+        self.scale_by_sqrt_dim = scale_by_sqrt_dim
+        self.logit_soft_cap = logit_soft_cap
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        if not self.tie_weights:
+            self.reverse_embeddings = self.add_weight(
+                name="reverse_embeddings",
+                shape=(self.output_dim, self.input_dim),
+                initializer=self.embeddings_initializer,
+            )
+
+    def call(self, inputs, reverse: bool = False):
+        if not reverse:
+            x = super().call(inputs)
+            if self.scale_by_sqrt_dim:
+                x = x * ops.cast(math.sqrt(self.output_dim), x.dtype)
+            return x
+        if self.tie_weights:
+            kernel = ops.transpose(ops.convert_to_tensor(self.embeddings))
+        else:
+            kernel = self.reverse_embeddings
+        logits = ops.matmul(inputs, ops.cast(kernel, inputs.dtype))
+        if self.logit_soft_cap is not None:
+            cap = self.logit_soft_cap
+            logits = ops.tanh(ops.cast(logits, "float32") / cap) * cap
+        return logits
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            shape = tuple(inputs.shape[:-1]) + (self.input_dim,)
+            return keras.KerasTensor(shape, dtype=self.compute_dtype)
+        return super().compute_output_spec(inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            tie_weights=self.tie_weights,
+            scale_by_sqrt_dim=self.scale_by_sqrt_dim,
+            logit_soft_cap=self.logit_soft_cap,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class PositionEmbedding(keras.layers.Layer):
+    """Learned absolute position embeddings, looked up at explicit or implicit positions.
+
+    Example:
+    >>> pos = PositionEmbedding(sequence_length=32)
+    >>> pos(keras.ops.zeros((2, 5, 8))).shape
+    (1, 5, 8)
+    """
+
+    def __init__(self, sequence_length: int, initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.sequence_length = sequence_length
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        self.position_embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.sequence_length, input_shape[-1]),
+            initializer=self.initializer,
+        )
+        self.built = True
+
+    def call(self, inputs, positions=None):
+        table = ops.convert_to_tensor(self.position_embeddings)
+        if positions is None:
+            length = ops.shape(inputs)[1]
+            return ops.expand_dims(table[:length], 0)
+        return ops.take(table, positions, axis=0)
+
+    def compute_output_spec(self, inputs, positions=None):
+        if positions is None:
+            shape = (1,) + tuple(inputs.shape[1:])
+        else:
+            shape = tuple(positions.shape) + (inputs.shape[-1],)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            sequence_length=self.sequence_length,
+            initializer=keras.initializers.serialize(self.initializer),
+        )
+        return config

@@ -1,0 +1,27 @@
+"""Public model classes (KerasHub-compatible names)."""
+
+from keras_lm.models.backbone import Backbone
+from keras_lm.models.causal_lm import CausalLM
+from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
+from keras_lm.models.gpt2 import (
+    GPT2Backbone,
+    GPT2CausalLM,
+    GPT2CausalLMPreprocessor,
+    GPT2Tokenizer,
+)
+from keras_lm.models.preprocessor import Preprocessor
+from keras_lm.models.task import Task
+from keras_lm.tokenizers.tokenizer import Tokenizer
+
+__all__ = [
+    "Backbone",
+    "CausalLM",
+    "CausalLMPreprocessor",
+    "GPT2Backbone",
+    "GPT2CausalLM",
+    "GPT2CausalLMPreprocessor",
+    "GPT2Tokenizer",
+    "Preprocessor",
+    "Task",
+    "Tokenizer",
+]

@@ -1,0 +1,302 @@
+"""`CausalLM`: next-token prediction, training on raw text, and `generate()`."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lm import samplers as samplers_lib
+from keras_lm.generation.engine import GenerationEngine, GenerationRequest
+from keras_lm.models.task import Task, is_batch_stream, is_raw_text, to_numpy_tree
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class CausalLM(Task):
+    """Base class for generative language models.
+
+    Wraps a decoder `backbone` and an optional `preprocessor`. `generate()` takes strings (or
+    token id dicts without a preprocessor) and returns strings (or dicts).
+
+    Example:
+    >>> lm = keras_lm.models.CausalLM.from_preset("./gpt2_tiny")  # doctest: +SKIP
+    >>> lm.compile(sampler="greedy")  # doctest: +SKIP
+    >>> lm.generate("Keras is a", max_length=32)  # doctest: +SKIP
+    """
+
+    default_sampler = "top_k"
+
+    def __init__(self, backbone, preprocessor=None, **kwargs):
+        if type(self) is CausalLM:
+            raise TypeError(
+                "`CausalLM` is a base class: use a family class such as `GPT2CausalLM`, or "
+                "`CausalLM.from_preset(...)`."
+            )
+        if self.backbone_cls is not None and not isinstance(backbone, self.backbone_cls):
+            raise TypeError(
+                f"`backbone` must be a {self.backbone_cls.__name__}. "
+                f"Received: {type(backbone).__name__}"
+            )
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        inputs = backbone.input
+        hidden = backbone(inputs)
+        logits = backbone.token_embedding(hidden, reverse=True)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self._engine = GenerationEngine(self)
+        self.compile()
+
+    # -- compile ------------------------------------------------------------------------------
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        *,
+        weighted_metrics="auto",
+        sampler=None,
+        **kwargs,
+    ):
+        """Keras `compile` with LM defaults (Adam 2e-5, sparse cross-entropy on logits,
+        sparse accuracy as a weighted metric), plus the `sampler` used by `generate`.
+
+        Example:
+        >>> lm.compile(sampler=keras_lm.samplers.TopKSampler(k=10))  # doctest: +SKIP
+        """
+        self.sampler = samplers_lib.get(self.default_sampler if sampler is None else sampler)
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(2e-5)
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if weighted_metrics == "auto":
+            weighted_metrics = [keras.metrics.SparseCategoricalAccuracy()]
+        super().compile(
+            optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs
+        )
+
+    # -- generate -----------------------------------------------------------------------------
+    def generate(
+        self,
+        inputs,
+        max_length: int | None = None,
+        stop_token_ids="auto",
+        strip_prompt: bool = False,
+        *,
+        max_new_tokens: int | None = None,
+        sampler=None,
+    ):
+        """Generate continuations of `inputs`.
+
+        `inputs`: a string or list of strings (with a preprocessor), a dict of right-padded
+        `token_ids` / `padding_mask` (without one), or a `tf.data.Dataset` / iterable of such
+        batches (generated batch by batch, outputs concatenated). `max_length` bounds prompt +
+        completion; `max_new_tokens` bounds the completion. `stop_token_ids`: "auto" (the
+        tokenizer's end token), None, or ids; each row stops on its own. `sampler` overrides
+        the compiled sampler for this call.
+
+        Example:
+        >>> lm.generate(["This is a", "Where are you"], max_length=30)  # doctest: +SKIP
+        """
+        if is_batch_stream(inputs):
+            outputs = [
+                self.generate(
+                    to_numpy_tree(batch), max_length, stop_token_ids, strip_prompt,
+                    max_new_tokens=max_new_tokens, sampler=sampler,
+                )
+                for batch in inputs
+            ]
+            return _concatenate_outputs(outputs)
+        sampler = self.sampler if sampler is None else samplers_lib.get(sampler)
+        _check_optional_positive_int(max_length=max_length, max_new_tokens=max_new_tokens)
+        text_input = is_raw_text(inputs)
+        if text_input:
+            if self.preprocessor is None:
+                raise ValueError(
+                    "String `inputs` need a preprocessor; this model has none. Pass a dict of "
+                    "`token_ids` and `padding_mask` instead."
+                )
+            batched = not isinstance(inputs, (str, bytes))
+            if max_length is None and max_new_tokens is None:
+                max_length = self.preprocessor.sequence_length
+            prompts_dict = self.preprocessor.generate_preprocess(
+                inputs, sequence_length=max_length or _LONG
+            )
+        elif isinstance(inputs, dict):
+            batched = True
+            prompts_dict = _validate_token_dict(inputs)
+            if max_length is None and max_new_tokens is None:
+                max_length = prompts_dict["token_ids"].shape[1]
+        else:
+            raise TypeError(
+                "`inputs` must be a string, a list of strings, a dict with `token_ids` and "
+                f"`padding_mask`, or a dataset of those. Received: {type(inputs).__name__}"
+            )
+        prompts = [
+            row[mask.astype(bool)]
+            for row, mask in zip(prompts_dict["token_ids"], prompts_dict["padding_mask"],
+                                 strict=True)
+        ]
+        lengths = np.array([len(p) for p in prompts])
+        if len(prompts) == 0:
+            raise ValueError("`inputs` must hold at least one prompt; received an empty batch.")
+        if max_length is not None and (lengths > max_length).any():
+            raise ValueError(
+                f"`max_length`={max_length} is shorter than the longest prompt "
+                f"({int(lengths.max())} tokens)."
+            )
+        limit = np.full(len(prompts), np.iinfo(np.int32).max // 2)
+        if max_length is not None:
+            limit = np.minimum(limit, max_length - lengths)
+        if max_new_tokens is not None:
+            limit = np.minimum(limit, max_new_tokens)
+        self._check_position_budget(lengths + limit)
+        request = GenerationRequest(
+            prompts=prompts,
+            max_new=limit.astype(np.int32),
+            stop_token_ids=self._stop_ids(stop_token_ids),
+            pad_token_id=self._pad_id(),
+        )
+        result = self._engine.generate(request, sampler)
+        if result.beams is not None:
+            return self._format_beams(result, prompts, text_input, batched, strip_prompt)
+        width = max_length if max_length is not None else int((lengths + limit).max())
+        return self._format(prompts, result.tokens, width, text_input, batched, strip_prompt)
+
+    def _check_position_budget(self, total_lengths):
+        backbone = self.backbone
+        if getattr(backbone, "learned_positions", False):
+            longest = int(np.max(total_lengths))
+            if longest > backbone.max_sequence_length:
+                raise ValueError(
+                    f"Generation would reach {longest} tokens but {type(backbone).__name__} "
+                    f"has only {backbone.max_sequence_length} positions. Lower `max_length`."
+                )
+
+    def _stop_ids(self, stop_token_ids):
+        if stop_token_ids is None:
+            return ()
+        if isinstance(stop_token_ids, str):
+            if stop_token_ids != "auto":
+                raise ValueError(
+                    '`stop_token_ids` must be "auto", None, or a sequence of ints. '
+                    f"Received: {stop_token_ids!r}"
+                )
+            tokenizer = getattr(self.preprocessor, "tokenizer", None)
+            end = getattr(tokenizer, "end_token_id", None)
+            return () if end is None else (int(end),)
+        if isinstance(stop_token_ids, int):
+            stop_token_ids = (stop_token_ids,)
+        try:
+            return tuple(int(i) for i in stop_token_ids)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"`stop_token_ids` must be a sequence of ints. Received: {stop_token_ids!r}"
+            ) from error
+
+    def _pad_id(self):
+        tokenizer = getattr(self.preprocessor, "tokenizer", None)
+        return int(getattr(tokenizer, "pad_token_id", 0) or 0)
+
+    def _format(self, prompts, generated, width, text_input, batched, strip_prompt):
+        pad = self._pad_id()
+        rows = [list(g) if strip_prompt else list(p) + list(g) for p, g in
+                zip(prompts, generated, strict=True)]
+        if text_input:
+            pre = self.preprocessor
+            texts = [pre.generate_postprocess(
+                {"token_ids": np.asarray(r, np.int32), "padding_mask": np.ones(len(r), bool)}
+            ) for r in rows]
+            return texts if batched else texts[0]
+        width = max([width] + [len(r) for r in rows])
+        token_ids = np.full((len(rows), width), pad, dtype=np.int32)
+        padding_mask = np.zeros((len(rows), width), dtype=bool)
+        for i, row in enumerate(rows):
+            token_ids[i, : len(row)] = row
+            padding_mask[i, : len(row)] = True
+        return {"token_ids": token_ids, "padding_mask": padding_mask}
+
+    def _format_beams(self, result, prompts, text_input, batched, strip_prompt):
+        outputs = []
+        for prompt, beams in zip(prompts, result.beams, strict=True):
+            rows = [list(ids) if strip_prompt else list(prompt) + list(ids) for ids, _ in beams]
+            if text_input:
+                rows = [self.preprocessor.generate_postprocess(
+                    {"token_ids": np.asarray(r, np.int32), "padding_mask": np.ones(len(r), bool)}
+                ) for r in rows]
+            outputs.append(rows)
+        return outputs if batched else outputs[0]
+
+    # -- score --------------------------------------------------------------------------------
+    def score(
+        self,
+        token_ids,
+        padding_mask=None,
+        scoring_mode: str = "logits",
+        layer_intercept_fn=None,
+        target_ids=None,
+    ):
+        """Per-token logits `[batch, tokens, vocab]` or losses `[batch, tokens]`.
+
+        `layer_intercept_fn(x, i)` sees (and may replace) activations: i = -1 for the
+        embeddings, then each block's output. "loss" mode needs `target_ids`.
+
+        Example:
+        >>> lm.score(ids, scoring_mode="loss", target_ids=ops.roll(ids, -1, 1))  # doctest: +SKIP
+        """
+        if scoring_mode not in ("logits", "loss"):
+            raise ValueError(
+                f'`scoring_mode` must be "logits" or "loss". Received: {scoring_mode!r}'
+            )
+        if scoring_mode == "loss" and target_ids is None:
+            raise ValueError('`target_ids` must be provided when `scoring_mode="loss"`.')
+        token_ids = ops.convert_to_tensor(token_ids, "int32")
+        if padding_mask is None:
+            padding_mask = ops.ones(ops.shape(token_ids), "bool")
+        hidden, _ = self.backbone.forward(
+            token_ids, padding_mask=padding_mask, layer_intercept_fn=layer_intercept_fn
+        )
+        logits = self.backbone.logits(hidden)
+        if scoring_mode == "logits":
+            return logits
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+        return loss_fn(ops.convert_to_tensor(target_ids, "int32"), ops.cast(logits, "float32"))
+
+
+_LONG = 1 << 30
+
+
+def _check_optional_positive_int(**values):
+    for name, value in values.items():
+        if value is not None and (not isinstance(value, (int, np.integer)) or value <= 0):
+            raise ValueError(f"`{name}` must be a positive int or None. Received: {value!r}")
+
+
+def _validate_token_dict(inputs):
+    if "token_ids" not in inputs:
+        raise ValueError("A dict `inputs` needs a `token_ids` entry (and usually `padding_mask`).")
+    token_ids = np.asarray(ops.convert_to_numpy(inputs["token_ids"]))
+    if token_ids.ndim == 1:
+        token_ids = token_ids[None]
+    if token_ids.ndim != 2 or token_ids.dtype.kind not in "iu":
+        raise ValueError(
+            f"`token_ids` must be a 2-D integer array. Received shape {token_ids.shape}, "
+            f"dtype {token_ids.dtype}"
+        )
+    mask = inputs.get("padding_mask")
+    mask = np.ones_like(token_ids, bool) if mask is None else np.asarray(
+        ops.convert_to_numpy(mask)
+    ).reshape(token_ids.shape).astype(bool)
+    return {"token_ids": token_ids.astype(np.int32), "padding_mask": mask}
+
+
+def _concatenate_outputs(outputs):
+    if not outputs:
+        return []
+    if isinstance(outputs[0], dict):
+        width = max(o["token_ids"].shape[1] for o in outputs)
+        merged = {}
+        for key in outputs[0]:
+            parts = [np.pad(o[key], ((0, 0), (0, width - o[key].shape[1]))) for o in outputs]
+            merged[key] = np.concatenate(parts)
+        return merged
+    flat = []
+    for o in outputs:
+        flat.extend(o if isinstance(o, list) else [o])
+    return flat

@@ -1,0 +1,125 @@
+"""`CausalLMPreprocessor`: strings → packed, shifted training data, and generation prompts."""
+
+import warnings
+
+import keras
+import numpy as np
+
+from keras_lm.models.preprocessor import Preprocessor
+from keras_lm.tokenizers.tokenizer import to_id_rows, to_python_strings
+
+
+def pack_rows(rows, length, start_id, end_id, pad_id, add_start, add_end):
+    """Pack token rows into `[batch, length]` ids and a mask: start, content, end, padding.
+
+    Over-long content is truncated on the right; the start and end tokens are kept.
+    """
+    ids = np.full((len(rows), length), pad_id, dtype=np.int32)
+    mask = np.zeros((len(rows), length), dtype=bool)
+    budget = length - int(add_start) - int(add_end)
+    for i, row in enumerate(rows):
+        packed = ([start_id] if add_start else []) + list(row[: max(budget, 0)])
+        packed += [end_id] if add_end else []
+        packed = packed[:length]
+        ids[i, : len(packed)] = packed
+        mask[i, : len(packed)] = True
+    return ids, mask
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class CausalLMPreprocessor(Preprocessor):
+    """Tokenizes strings, adds start/end tokens and shifts them into `(x, y, sample_weight)`.
+
+    Example:
+    >>> x, y, sw = preprocessor(["The quick brown fox."])  # doctest: +SKIP
+    >>> x["token_ids"].shape  # doctest: +SKIP
+    (1, 1024)
+    """
+
+    def __init__(
+        self,
+        tokenizer=None,
+        sequence_length: int = 1024,
+        add_start_token: bool = True,
+        add_end_token: bool = True,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(tokenizer=tokenizer, name=name)
+        if kwargs:
+            raise TypeError(f"Unexpected arguments for {type(self).__name__}: {sorted(kwargs)}")
+        if not isinstance(sequence_length, int) or sequence_length <= 0:
+            raise ValueError(
+                f"`sequence_length` must be a positive int. Received: {sequence_length!r}"
+            )
+        self.sequence_length = sequence_length
+        self.add_start_token = add_start_token
+        self.add_end_token = add_end_token
+
+    def _pack(self, strings, length, add_end):
+        tok = self.tokenizer
+        rows = tok._encode(strings)
+        return pack_rows(
+            rows,
+            length,
+            tok.start_token_id,
+            tok.end_token_id,
+            tok.pad_token_id,
+            self.add_start_token and tok.start_token_id is not None,
+            add_end and tok.end_token_id is not None,
+        )
+
+    def __call__(self, x, y=None, sample_weight=None, sequence_length: int | None = None):
+        """Returns `({"token_ids", "padding_mask"}, y, sample_weight)`, labels shifted by one."""
+        if y is not None or sample_weight is not None:
+            warnings.warn(
+                f"{type(self).__name__} computes labels from `x`; the given `y` and "
+                "`sample_weight` are ignored.",
+                stacklevel=2,
+            )
+        strings, _ = to_python_strings(x, "x")
+        length = sequence_length or self.sequence_length
+        ids, mask = self._pack(strings, length + 1, self.add_end_token)
+        inputs = {"token_ids": ids[:, :-1], "padding_mask": mask[:, :-1]}
+        return inputs, ids[:, 1:], mask[:, 1:].astype("float32")
+
+    def generate_preprocess(self, x, sequence_length: int | None = None):
+        """Prompt strings → right-padded `{"token_ids", "padding_mask"}` without an end token.
+
+        Raises ValueError when a prompt does not fit in `sequence_length`.
+        """
+        strings, _ = to_python_strings(x, "inputs")
+        if not strings:
+            raise ValueError("`inputs` must hold at least one prompt; received an empty list.")
+        length = sequence_length or self.sequence_length
+        tok = self.tokenizer
+        rows = tok._encode(strings)
+        extra = int(self.add_start_token and tok.start_token_id is not None)
+        longest = max(len(r) for r in rows) + extra
+        if longest > length:
+            raise ValueError(
+                f"`max_length`={length} is shorter than the longest prompt ({longest} tokens). "
+                "Pass a larger `max_length`."
+            )
+        ids, mask = self._pack(strings, length, add_end=False)
+        return {"token_ids": ids, "padding_mask": mask}
+
+    def generate_postprocess(self, x):
+        """`{"token_ids", "padding_mask"}` → strings, dropping padding, start and end tokens."""
+        rows, batched = to_id_rows(x["token_ids"])
+        masks, _ = to_id_rows(x["padding_mask"])
+        special = {self.tokenizer.start_token_id, self.tokenizer.end_token_id} - {None}
+        texts = []
+        for row, mask in zip(rows, masks, strict=True):
+            kept = [int(t) for t, m in zip(row, mask, strict=True) if m and int(t) not in special]
+            texts.append(self.tokenizer._decode(kept))
+        return texts if batched else texts[0]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            sequence_length=self.sequence_length,
+            add_start_token=self.add_start_token,
+            add_end_token=self.add_end_token,
+        )
+        return config

@@ -1,0 +1,222 @@
+"""`DecoderBackbone`: the one embed → blocks → norm forward path every family shares."""
+
+import keras
+from keras import ops
+
+from keras_lm.layers.decoder_block import DecoderBlock
+from keras_lm.layers.embedding import PositionEmbedding, ReversibleEmbedding
+from keras_lm.layers.normalization import Normalization
+from keras_lm.models.backbone import Backbone
+
+
+class DecoderBackbone(Backbone):
+    """A decoder-only transformer whose family differences are constructor arguments.
+
+    Families subclass it, translate their public (KerasHub) arguments into `decoder_options`,
+    and keep their own `get_config`. Training, scoring and cached decoding all run `forward`.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size: int,
+        num_layers: int,
+        num_query_heads: int,
+        num_key_value_heads: int,
+        hidden_dim: int,
+        intermediate_dim: int,
+        head_dim: int | None = None,
+        norm: str = "layer",
+        norm_epsilon: float = 1e-5,
+        activation: str = "gelu_approximate",
+        gated_mlp: bool = False,
+        mlp_bias: bool = True,
+        attention_bias: bool = True,
+        attention_output_bias: bool | None = None,
+        learned_positions: bool = False,
+        max_sequence_length: int = 2048,
+        use_rope: bool = False,
+        rope_max_wavelength: float = 10000.0,
+        rope_scaling_factor: float = 1.0,
+        rope_llama3_scaling: dict | None = None,
+        local_rope_max_wavelength: float | None = None,
+        sliding_window: int | None = None,
+        sliding_window_layers: list[bool] | None = None,
+        attention_logit_soft_cap: float | None = None,
+        final_logit_soft_cap: float | None = None,
+        query_scale: float | None = None,
+        qk_norm: bool = False,
+        scale_embeddings: bool = False,
+        tie_word_embeddings: bool = True,
+        post_attention_norm: bool = False,
+        post_ffw_norm: bool = False,
+        dropout: float = 0.0,
+        kernel_initializer="glorot_uniform",
+        dtype=None,
+        **kwargs,
+    ):
+        _check_positive(
+            vocabulary_size=vocabulary_size,
+            num_layers=num_layers,
+            num_query_heads=num_query_heads,
+            num_key_value_heads=num_key_value_heads,
+            hidden_dim=hidden_dim,
+            intermediate_dim=intermediate_dim,
+        )
+        head_dim = head_dim or hidden_dim // num_query_heads
+        norm_kind = "layer" if norm == "layer" else "rms"
+        policy = keras.dtype_policies.get(dtype) if dtype is not None else None
+
+        token_embedding = ReversibleEmbedding(
+            vocabulary_size,
+            hidden_dim,
+            tie_weights=tie_word_embeddings,
+            scale_by_sqrt_dim=scale_embeddings,
+            logit_soft_cap=final_logit_soft_cap,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            dtype=policy,
+            name="token_embedding",
+        )
+        position_embedding = None
+        if learned_positions:
+            position_embedding = PositionEmbedding(
+                max_sequence_length,
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+                dtype=policy,
+                name="position_embedding",
+            )
+        blocks = []
+        for i in range(num_layers):
+            local = bool(sliding_window) and (
+                sliding_window_layers is None or bool(sliding_window_layers[i])
+            )
+            wavelength = rope_max_wavelength
+            if local and local_rope_max_wavelength is not None:
+                wavelength = local_rope_max_wavelength
+            attention_options = dict(
+                use_bias=attention_bias,
+                output_bias=attention_output_bias,
+                use_rope=use_rope,
+                rope_max_wavelength=wavelength,
+                rope_scaling_factor=1.0 if local else rope_scaling_factor,
+                rope_llama3_scaling=None if local else rope_llama3_scaling,
+                sliding_window=sliding_window if local else None,
+                logit_soft_cap=attention_logit_soft_cap,
+                query_scale=query_scale,
+                qk_norm_epsilon=norm_epsilon if qk_norm else None,
+            )
+            blocks.append(
+                DecoderBlock(
+                    intermediate_dim,
+                    num_query_heads,
+                    num_key_value_heads,
+                    head_dim,
+                    norm=norm,
+                    norm_epsilon=norm_epsilon,
+                    activation=activation,
+                    gated_mlp=gated_mlp,
+                    mlp_bias=mlp_bias,
+                    post_attention_norm=post_attention_norm,
+                    post_ffw_norm=post_ffw_norm,
+                    dropout=dropout,
+                    attention_options=attention_options,
+                    kernel_initializer=kernel_initializer,
+                    dtype=policy,
+                    name=f"transformer_layer_{i}",
+                )
+            )
+        final_norm = Normalization(
+            norm_kind,
+            norm_epsilon,
+            unit_offset=norm == "rms_unit_offset",
+            dtype=policy,
+            name="final_norm",
+        )
+        embedding_dropout = keras.layers.Dropout(dropout, dtype=policy, name="embedding_dropout")
+
+        # Layers must exist before the functional graph is traced through `forward`.
+        self._token_embedding = token_embedding
+        self.position_embedding = position_embedding
+        self.transformer_layers = blocks
+        self.final_norm = final_norm
+        self.embedding_dropout = embedding_dropout
+
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        hidden, _ = self.forward(token_ids, padding_mask=padding_mask)
+        super().__init__(
+            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
+            outputs=hidden,
+            dtype=policy,
+            **kwargs,
+        )
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.num_query_heads = num_query_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.head_dim = head_dim
+        self.max_sequence_length = max_sequence_length
+        self.learned_positions = learned_positions
+        self.tie_word_embeddings = tie_word_embeddings
+
+    def forward(
+        self,
+        token_ids,
+        padding_mask=None,
+        positions=None,
+        attention_mask=None,
+        caches=None,
+        cache_update_index=None,
+        layer_intercept_fn=None,
+        training=False,
+    ):
+        """Run the decoder. Returns `(hidden_states, caches)`.
+
+        With `caches` (a list of per-layer `(keys, values)`), new keys are written at slot
+        `cache_update_index` and `attention_mask` `[batch, query, capacity]` says which slots
+        each query sees. `positions` `[batch, query]` are per-row token positions (left padding).
+        `layer_intercept_fn(x, i)` may replace activations: i = -1 after the embedding, then
+        0..num_layers-1 after each block.
+        """
+        x = self._token_embedding(token_ids)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(x, positions=positions)
+        x = self.embedding_dropout(x, training=training)
+        if layer_intercept_fn is not None:
+            x = layer_intercept_fn(x, -1)
+        new_caches = [] if caches is not None else None
+        for i, block in enumerate(self.transformer_layers):
+            out = block(
+                x,
+                padding_mask=padding_mask,
+                attention_mask=attention_mask,
+                positions=positions,
+                cache=None if caches is None else caches[i],
+                cache_update_index=cache_update_index,
+                training=training,
+            )
+            if new_caches is None:
+                x = out
+            else:
+                x, cache = out
+                new_caches.append(cache)
+            if layer_intercept_fn is not None:
+                x = layer_intercept_fn(x, i)
+        return self.final_norm(x), new_caches
+
+    def logits(self, hidden_states):
+        """Vocabulary logits for hidden states (tied or separate head, final soft-cap)."""
+        return self._token_embedding(hidden_states, reverse=True)
+
+    def empty_cache(self, batch_size: int, capacity: int):
+        """Zeroed per-layer `(keys, values)` of shape `[batch, capacity, kv_heads, head_dim]`."""
+        shape = (batch_size, capacity, self.num_key_value_heads, self.head_dim)
+        dtype = self.compute_dtype
+        return [(ops.zeros(shape, dtype), ops.zeros(shape, dtype)) for _ in range(self.num_layers)]
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")

@@ -1,0 +1,45 @@
+"""`from_preset`, `save_to_preset` and `presets`, shared by every public class."""
+
+
+class classproperty(property):
+    """A read-only property computed on the class."""
+
+    def __get__(self, _, owner):
+        return self.fget(owner)
+
+
+class PresetMixin:
+    """Adds preset loading and saving. `backbone_cls` ties a family's classes together."""
+
+    backbone_cls = None
+
+    @classproperty
+    def presets(cls) -> dict:
+        """Built-in preset names this class can load, mapped to their metadata."""
+        from keras_lm.presets.builtin import presets_for
+
+        return presets_for(cls)
+
+    @classmethod
+    def from_preset(cls, preset: str, load_weights: bool = True, **kwargs):
+        """Build this class from a built-in name, `kaggle://`, `hf://` handle, or local path.
+
+        Called on a base class (`CausalLM`, `Backbone`, ...), the subclass is inferred from the
+        preset. `kwargs` override constructor arguments (for example `dtype="bfloat16"`).
+
+        Example:
+        >>> lm = keras_lm.models.CausalLM.from_preset("./gpt2_tiny")  # doctest: +SKIP
+        """
+        from keras_lm.presets.loader import load_from_preset
+
+        return load_from_preset(cls, preset, load_weights=load_weights, **kwargs)
+
+    def save_to_preset(self, preset_dir: str) -> None:
+        """Write this object (config, weights, assets) to a preset folder, atomically.
+
+        Example:
+        >>> lm.save_to_preset("./my_preset")  # doctest: +SKIP
+        """
+        from keras_lm.presets.native import save_preset
+
+        save_preset(self, preset_dir)

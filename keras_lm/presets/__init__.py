@@ -1,0 +1,1 @@
+"""Preset handles and checkpoint formats (native, Hugging Face)."""

@@ -1,0 +1,175 @@
+"""`BytePairTokenizer`: GPT-2 style byte-level BPE on the `tokenizers` library."""
+
+import json
+import os
+
+import keras
+
+from keras_lm.tokenizers.tokenizer import Tokenizer
+
+VOCABULARY_FILE = "vocabulary.json"
+MERGES_FILE = "merges.txt"
+
+
+def read_vocabulary(vocabulary) -> dict:
+    if isinstance(vocabulary, str):
+        if not os.path.isfile(vocabulary):
+            raise ValueError(f"`vocabulary` file not found: {vocabulary!r}")
+        with open(vocabulary, encoding="utf-8") as f:
+            vocabulary = json.load(f)
+    if not isinstance(vocabulary, dict) or not vocabulary:
+        raise ValueError("`vocabulary` must be a non-empty dict of token -> id, or a json path.")
+    return {str(k): int(v) for k, v in vocabulary.items()}
+
+
+def read_merges(merges) -> list[str]:
+    if isinstance(merges, str):
+        if not os.path.isfile(merges):
+            raise ValueError(f"`merges` file not found: {merges!r}")
+        with open(merges, encoding="utf-8") as f:
+            merges = [line.rstrip("\n") for line in f]
+        merges = [m for m in merges if m and not m.startswith("#version")]
+    merges = [" ".join(m) if isinstance(m, (list, tuple)) else m for m in merges]
+    for rule in merges:
+        if len(rule.split(" ")) != 2:
+            raise ValueError(f"Each merge rule must be two tokens separated by a space: {rule!r}")
+    return list(merges)
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class BytePairTokenizer(Tokenizer):
+    """Byte-level BPE with GPT-2 pre-tokenization; special tokens are never split.
+
+    Pieces that are not in `vocabulary` (for example characters no merge reaches) are dropped.
+
+    Example:
+    >>> vocab = {"a": 0, "Ġquick": 1, "Ġfox": 2}
+    >>> merges = ["Ġ q", "u i", "c k", "ui ck", "Ġq uick", "Ġ f", "o x", "Ġf ox"]
+    >>> tok = BytePairTokenizer(vocab, merges)
+    >>> tok("a quick fox").tolist(), tok.detokenize([0, 1, 2])
+    ([0, 1, 2], 'a quick fox')
+    """
+
+    asset_files = (VOCABULARY_FILE, MERGES_FILE)
+
+    def __init__(
+        self,
+        vocabulary=None,
+        merges=None,
+        sequence_length: int | None = None,
+        add_prefix_space: bool = False,
+        unsplittable_tokens: list[str] | None = None,
+        dtype: str = "int32",
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(sequence_length=sequence_length, dtype=dtype, name=name)
+        if kwargs:
+            raise TypeError(f"Unexpected arguments for {type(self).__name__}: {sorted(kwargs)}")
+        self.add_prefix_space = add_prefix_space
+        self.unsplittable_tokens = list(unsplittable_tokens or [])
+        self.vocabulary = None
+        self.merges = None
+        if vocabulary is not None or merges is not None:
+            self.set_vocabulary_and_merges(vocabulary, merges)
+
+    def set_vocabulary_and_merges(self, vocabulary, merges) -> None:
+        from tokenizers import AddedToken, decoders, models, pre_tokenizers
+        from tokenizers import Tokenizer as HFTokenizer
+
+        if vocabulary is None or merges is None:
+            raise ValueError("BytePairTokenizer needs both `vocabulary` and `merges`.")
+        self.vocabulary = read_vocabulary(vocabulary)
+        self.merges = read_merges(merges)
+        # The `tokenizers` BPE model needs every merge piece in its vocabulary; pieces missing
+        # from ours get hidden ids that `_encode` drops.
+        internal = dict(self.vocabulary)
+        next_id = max(internal.values()) + 1
+        for rule in self.merges:
+            left, right = rule.split(" ")
+            for piece in (left, right, left + right):
+                if piece not in internal:
+                    internal[piece] = next_id
+                    next_id += 1
+        self._known_limit = max(self.vocabulary.values())
+        self._id_to_token = {v: k for k, v in self.vocabulary.items()}
+        model = models.BPE(vocab=internal, merges=[tuple(m.split(" ")) for m in self.merges])
+        backend = HFTokenizer(model)
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(
+            add_prefix_space=self.add_prefix_space, use_regex=True
+        )
+        backend.decoder = decoders.ByteLevel()
+        unsplittable = list(dict.fromkeys(self._declared_special_tokens() + self.unsplittable_tokens))
+        for token in unsplittable:
+            if token not in self.vocabulary:
+                raise ValueError(f"Unsplittable token {token!r} is not in the vocabulary.")
+        backend.add_special_tokens(
+            [AddedToken(t, special=True, normalized=False) for t in unsplittable]
+        )
+        self._backend = backend
+        self._bind_special_tokens()
+
+    def _require_vocabulary(self):
+        if self.vocabulary is None:
+            raise ValueError(
+                f"{type(self).__name__} has no vocabulary: pass `vocabulary` and `merges`, or "
+                "use `from_preset`."
+            )
+
+    def _encode(self, strings):
+        self._require_vocabulary()
+        encodings = self._backend.encode_batch(strings, add_special_tokens=False)
+        known = self._id_to_token
+        return [[i for i in e.ids if i in known] for e in encodings]
+
+    def _decode(self, ids):
+        self._require_vocabulary()
+        ids = [i for i in ids if i in self._id_to_token]
+        return self._backend.decode(ids, skip_special_tokens=False)
+
+    def vocabulary_size(self) -> int:
+        self._require_vocabulary()
+        return len(self.vocabulary)
+
+    def get_vocabulary(self) -> list[str]:
+        self._require_vocabulary()
+        return [t for t, _ in sorted(self.vocabulary.items(), key=lambda kv: kv[1])]
+
+    def id_to_token(self, id: int) -> str:
+        self._require_vocabulary()
+        if int(id) not in self._id_to_token:
+            raise ValueError(f"`id` must be a token id in the vocabulary. Received: id={id}")
+        return self._id_to_token[int(id)]
+
+    def token_to_id(self, token: str) -> int | None:
+        self._require_vocabulary()
+        return self.vocabulary.get(token)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            vocabulary=self.vocabulary,
+            merges=self.merges,
+            add_prefix_space=self.add_prefix_space,
+            unsplittable_tokens=self.unsplittable_tokens,
+        )
+        return config
+
+    def asset_config_keys(self) -> tuple:
+        return ("vocabulary", "merges")
+
+    def save_assets(self, directory: str) -> None:
+        self._require_vocabulary()
+        with open(os.path.join(directory, VOCABULARY_FILE), "w", encoding="utf-8") as f:
+            json.dump(self.vocabulary, f, ensure_ascii=False)
+        with open(os.path.join(directory, MERGES_FILE), "w", encoding="utf-8") as f:
+            f.write("\n".join(self.merges) + "\n")
+
+    @classmethod
+    def asset_config_from_dir(cls, directory: str) -> dict:
+        return {
+            "vocabulary": os.path.join(directory, VOCABULARY_FILE),
+            "merges": os.path.join(directory, MERGES_FILE),
+        }
+
+

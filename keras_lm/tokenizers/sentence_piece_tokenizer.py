@@ -1,0 +1,109 @@
+"""`SentencePieceTokenizer` on the `sentencepiece` library."""
+
+import base64
+import os
+
+import keras
+
+from keras_lm.tokenizers.tokenizer import Tokenizer
+
+PROTO_FILE = "vocabulary.spm"
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece model given as a file path or the serialized proto bytes.
+
+    Example:
+    >>> tok = SentencePieceTokenizer(proto="tokenizer.model")  # doctest: +SKIP
+    >>> tok.detokenize(tok("hello world"))  # doctest: +SKIP
+    'hello world'
+    """
+
+    asset_files = (PROTO_FILE,)
+
+    def __init__(
+        self,
+        proto=None,
+        sequence_length: int | None = None,
+        dtype: str = "int32",
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(sequence_length=sequence_length, dtype=dtype, name=name)
+        if kwargs:
+            raise TypeError(f"Unexpected arguments for {type(self).__name__}: {sorted(kwargs)}")
+        self.proto = None
+        if proto is not None:
+            self.set_proto(proto)
+
+    def set_proto(self, proto) -> None:
+        import sentencepiece
+
+        if isinstance(proto, str) and proto.startswith("base64:"):
+            proto = base64.b64decode(proto[len("base64:") :])
+        if isinstance(proto, str):
+            if not os.path.isfile(proto):
+                raise ValueError(f"`proto` file not found: {proto!r}")
+            with open(proto, "rb") as f:
+                proto = f.read()
+        if not isinstance(proto, (bytes, bytearray)) or not proto:
+            raise ValueError("`proto` must be a SentencePiece model path or non-empty bytes.")
+        processor = sentencepiece.SentencePieceProcessor()
+        try:
+            processor.LoadFromSerializedProto(bytes(proto))
+        except Exception as error:  # sentencepiece raises RuntimeError/OSError variants
+            raise ValueError(f"`proto` is not a valid SentencePiece model: {error}") from error
+        self.proto = bytes(proto)
+        self._processor = processor
+        self._bind_special_tokens()
+
+    def _require_proto(self):
+        if self.proto is None:
+            raise ValueError(
+                f"{type(self).__name__} has no model: pass `proto`, or use `from_preset`."
+            )
+
+    def _encode(self, strings):
+        self._require_proto()
+        return self._processor.EncodeAsIds(strings)
+
+    def _decode(self, ids):
+        self._require_proto()
+        size = self._processor.GetPieceSize()
+        return self._processor.DecodeIds([i for i in ids if 0 <= i < size])
+
+    def vocabulary_size(self) -> int:
+        self._require_proto()
+        return self._processor.GetPieceSize()
+
+    def id_to_token(self, id: int) -> str:
+        self._require_proto()
+        if not 0 <= int(id) < self.vocabulary_size():
+            raise ValueError(f"`id` must be in [0, {self.vocabulary_size()}). Received: {id}")
+        return self._processor.IdToPiece(int(id))
+
+    def token_to_id(self, token: str) -> int | None:
+        self._require_proto()
+        token_id = self._processor.PieceToId(token)
+        if token_id == self._processor.unk_id() and token != self._processor.IdToPiece(token_id):
+            return None
+        return token_id
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        proto = None if self.proto is None else "base64:" + base64.b64encode(self.proto).decode()
+        config.update(proto=proto)
+        return config
+
+    def asset_config_keys(self) -> tuple:
+        return ("proto",)
+
+    def save_assets(self, directory: str) -> None:
+        self._require_proto()
+        with open(os.path.join(directory, PROTO_FILE), "wb") as f:
+            f.write(self.proto)
+
+    @classmethod
+    def asset_config_from_dir(cls, directory: str) -> dict:
+        return {"proto": os.path.join(directory, PROTO_FILE)}
