@@ -76,7 +76,7 @@ class GenerationEngine:
     def forward_step(self, token_ids, positions, caches, index, left_pad):
         capacity = ops.shape(caches[0][0])[1]
         mask = attention_mask(capacity, index, ops.shape(token_ids)[1], left_pad)
-        hidden, caches = self.backbone.forward(
+        hidden, caches = self.backbone.decode(
             token_ids,
             positions=positions,
             attention_mask=mask,
@@ -118,7 +118,8 @@ class GenerationEngine:
         caches = self.backbone.empty_cache(token_ids.shape[0], capacity)
         prefill = self._function("prefill", sampler, self._build_prefill)
         sampler_values = [v.value for v in sampler.variables]
-        return prefill(sampler_values, token_ids, positions, left_pad, caches)
+        args = [ops.convert_to_tensor(a, "int32") for a in (token_ids, positions, left_pad)]
+        return prefill(sampler_values, *args, caches)
 
     # -- token samplers (greedy, random, top-k, top-p, custom) --------------------------------
     def _build_chunk(self, sampler):

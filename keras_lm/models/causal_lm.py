@@ -249,7 +249,7 @@ class CausalLM(Task):
         token_ids = ops.convert_to_tensor(token_ids, "int32")
         if padding_mask is None:
             padding_mask = ops.ones(ops.shape(token_ids), "bool")
-        hidden, _ = self.backbone.forward(
+        hidden, _ = self.backbone.decode(
             token_ids, padding_mask=padding_mask, layer_intercept_fn=layer_intercept_fn
         )
         logits = self.backbone.logits(hidden)

@@ -13,7 +13,7 @@ class DecoderBackbone(Backbone):
     """A decoder-only transformer whose family differences are constructor arguments.
 
     Families subclass it, translate their public (KerasHub) arguments into `decoder_options`,
-    and keep their own `get_config`. Training, scoring and cached decoding all run `forward`.
+    and keep their own `get_config`. Training, scoring and cached decoding all run `decode`.
     """
 
     def __init__(
@@ -142,7 +142,7 @@ class DecoderBackbone(Backbone):
 
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-        hidden, _ = self.forward(token_ids, padding_mask=padding_mask)
+        hidden, _ = self.decode(token_ids, padding_mask=padding_mask)
         super().__init__(
             inputs={"token_ids": token_ids, "padding_mask": padding_mask},
             outputs=hidden,
@@ -160,7 +160,7 @@ class DecoderBackbone(Backbone):
         self.learned_positions = learned_positions
         self.tie_word_embeddings = tie_word_embeddings
 
-    def forward(
+    def decode(
         self,
         token_ids,
         padding_mask=None,

@@ -13,6 +13,18 @@ class PresetMixin:
 
     backbone_cls = None
 
+    def __setattr__(self, name, value):
+        # Functional models set their layers before `keras.Model.__init__` runs; on the torch
+        # backend `torch.nn.Module.__setattr__` refuses that, and the functional graph tracks
+        # those layers anyway, so plain assignment is enough until the model is initialized.
+        import keras
+
+        if keras.backend.backend() == "torch" and isinstance(self, keras.Model):
+            is_property = isinstance(getattr(type(self), name, None), property)
+            if is_property or "_tracker" not in self.__dict__:
+                return object.__setattr__(self, name, value)
+        return super().__setattr__(name, value)
+
     @classproperty
     def presets(cls) -> dict:
         """Built-in preset names this class can load, mapped to their metadata."""

@@ -1,0 +1,61 @@
+"""Conversion maps as data, and the one loader that applies and checks them."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ConversionMap:
+    """`rows`: (our variable path, their tensor key, transform(np.ndarray) -> np.ndarray).
+
+    `skipped` lists source keys that are knowingly unused (buffers, tied heads).
+    """
+
+    rows: list = field(default_factory=list)
+    skipped: set = field(default_factory=set)
+
+    def add(self, variable: str, key: str, transform: Callable | None = None) -> None:
+        self.rows.append((variable, key, transform or (lambda x: x)))
+
+
+def weight_variables(model) -> dict:
+    """Weights by path, leaving out RNG state (dropout / sampler seeds)."""
+    return {v.path: v for v in model.variables if "seed_generator" not in v.path}
+
+
+def apply_conversion(model, checkpoint, conversion: ConversionMap, source: str = "") -> None:
+    """Assign every mapped tensor; fail if a variable is unset, a shape differs, or a source
+    tensor was neither used nor knowingly skipped."""
+    variables = weight_variables(model)
+    available = set(checkpoint.keys())
+    assigned, used = set(), set()
+    for path, key, transform in conversion.rows:
+        if path not in variables:
+            raise ValueError(f"Conversion map names unknown variable {path!r}")
+        if key not in available:
+            raise ValueError(f"{source}: checkpoint has no tensor {key!r} (needed for {path})")
+        value = np.asarray(transform(checkpoint.get(key)))
+        variable = variables[path]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"{source}: tensor {key!r} has shape {value.shape} after conversion, but "
+                f"{path} needs {tuple(variable.shape)}"
+            )
+        variable.assign(value.astype(np.float32) if value.dtype.kind == "V" else value)
+        assigned.add(path)
+        used.add(key)
+    missing = sorted(set(variables) - assigned - _lora_paths(variables))
+    if missing:
+        raise ValueError(f"{source}: no checkpoint tensor for {missing[:5]} ({len(missing)} total)")
+    unused = sorted(available - used - conversion.skipped)
+    if unused:
+        raise ValueError(
+            f"{source}: checkpoint tensors were not used: {unused[:5]} ({len(unused)} total). "
+            "The checkpoint does not match this architecture."
+        )
+
+
+def _lora_paths(variables):
+    return {p for p in variables if "lora_kernel" in p}

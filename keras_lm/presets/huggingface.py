@@ -1,0 +1,67 @@
+"""Hugging Face checkpoint folders: config.json + safetensors + tokenizer files."""
+
+import json
+import os
+
+import numpy as np
+
+from keras_lm.presets.conversion import ConversionMap, apply_conversion
+from keras_lm.presets.safetensors_io import SafetensorsCheckpoint
+
+
+def _architectures():
+    from keras_lm.presets import hf_gpt2
+
+    return {"gpt2": hf_gpt2}
+
+
+class HuggingFaceReader:
+    """Builds our backbone and tokenizer from a Hugging Face model folder."""
+
+    def __init__(self, path: str, config: dict):
+        self.path = path
+        self.config = config
+        model_type = config.get("model_type")
+        architectures = _architectures()
+        if model_type not in architectures:
+            raise ValueError(
+                f"Unsupported Hugging Face model_type {model_type!r} in {path}. "
+                f"Supported: {sorted(architectures)}."
+            )
+        self.spec = architectures[model_type]
+
+    def backbone_class(self):
+        return self.spec.BACKBONE_CLASS()
+
+    def build_backbone(self, cls, **overrides):
+        config = self.spec.backbone_config(self.config)
+        config.update(overrides)
+        return cls(**config)
+
+    def load_weights(self, backbone) -> None:
+        checkpoint = SafetensorsCheckpoint(self.path)
+        conversion: ConversionMap = self.spec.conversion_map(backbone, checkpoint.keys())
+        apply_conversion(backbone, checkpoint, conversion, source=self.path)
+
+    def tokenizer(self, family_cls, **kwargs):
+        return self.spec.build_tokenizer(family_cls, self.path, self.config, **kwargs)
+
+    def preprocessor_config(self) -> dict:
+        return self.spec.preprocessor_config(self.config)
+
+    def task_config(self) -> dict:
+        return {}
+
+
+def read_tokenizer_json(path: str) -> dict | None:
+    file = os.path.join(path, "tokenizer.json")
+    if not os.path.isfile(file):
+        return None
+    with open(file, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def split_columns(array: np.ndarray, parts: int, index: int) -> np.ndarray:
+    """The `index`-th of `parts` equal slices along the last axis."""
+    size = array.shape[-1] // parts
+    return array[..., index * size : (index + 1) * size]

@@ -1,0 +1,71 @@
+"""Turn a preset identifier into a local path: built-in name, kaggle://, hf://, or a path."""
+
+import os
+
+from keras_lm.presets.builtin import BUILTIN_PRESETS, handle_for
+
+
+class PresetUnavailableError(ValueError):
+    """The preset cannot be fetched (offline, missing client library, unknown handle)."""
+
+
+def resolve_preset(preset) -> str:
+    """Return a local folder or file for `preset`, downloading remote handles if possible.
+
+    Example:
+    >>> resolve_preset("./my_preset")  # doctest: +SKIP
+    '/abs/path/my_preset'
+    """
+    if not isinstance(preset, (str, os.PathLike)):
+        raise TypeError(f"`preset` must be a string or path. Received: {type(preset).__name__}")
+    preset = os.fspath(preset)
+    if preset.startswith("kaggle://"):
+        return _download_kaggle(preset)
+    if preset.startswith("hf://"):
+        return _download_hf(preset)
+    if os.path.exists(preset):
+        return os.path.abspath(preset)
+    handle = handle_for(preset)
+    if handle is not None:
+        return resolve_preset(handle)
+    if "/" in preset or os.sep in preset or preset.startswith("."):
+        raise ValueError(f"Preset path does not exist: {preset!r}")
+    raise ValueError(
+        f"Unknown preset {preset!r}: not a local path and not a built-in preset name. "
+        f"Built-in names: {', '.join(sorted(BUILTIN_PRESETS))}."
+    )
+
+
+def _download_kaggle(handle: str) -> str:
+    try:
+        import kagglehub
+    except ImportError as error:
+        raise PresetUnavailableError(
+            f"Loading {handle!r} needs the `kagglehub` package (`pip install kagglehub`), "
+            "or download the preset yourself and pass its local folder."
+        ) from error
+    try:
+        return kagglehub.model_download(handle[len("kaggle://"):])
+    except Exception as error:  # network and auth errors come in many types
+        raise PresetUnavailableError(
+            f"Could not download {handle!r} from Kaggle ({type(error).__name__}: {error}). "
+            "Check the network connection and credentials, or pass a local preset folder."
+        ) from error
+
+
+def _download_hf(handle: str) -> str:
+    try:
+        import huggingface_hub
+    except ImportError as error:
+        raise PresetUnavailableError(
+            f"Loading {handle!r} needs the `huggingface_hub` package, or download the files "
+            "yourself and pass the local folder."
+        ) from error
+    repo = handle[len("hf://"):]
+    try:
+        return huggingface_hub.snapshot_download(repo)
+    except Exception as error:  # offline, unknown repo, gated model...
+        raise PresetUnavailableError(
+            f"Could not download {handle!r} from Hugging Face ({type(error).__name__}: "
+            f"{error}). Check the network connection, or pass a local folder."
+        ) from error
