@@ -1,0 +1,123 @@
+"""Beam search: the batch is expanded to `batch * num_beams` and beams are reordered each step."""
+
+import numpy as np
+from keras import ops
+
+from keras_lm.generation.buckets import cache_bucket
+from keras_lm.generation.engine import GenerationResult, scope
+
+_NEG_INF = -1e9
+
+
+def _build_beam_loop(engine, sampler):
+    variables = engine.model.variables
+    num_beams = sampler.num_beams
+
+    def loop(model_values, sampler_values, state, stop_ids, max_new, left_pad, history):
+        batch_beams = ops.shape(history)[0]
+        batch = batch_beams // num_beams
+        steps = ops.shape(history)[1]
+
+        def cond(step, state, left_pad, history):
+            return ops.logical_and(step < steps, ops.logical_not(ops.all(state["done"])))
+
+        def body(step, state, left_pad, history):
+            with scope(variables, model_values, sampler, sampler_values):
+                log_probs = ops.log_softmax(state["logits"] / sampler.temperature, axis=-1)
+                vocab = ops.shape(log_probs)[-1]
+                done = state["done"]
+                # A finished beam may only extend itself with a free padding token.
+                frozen = ops.where(ops.arange(vocab)[None, :] == 0, 0.0, _NEG_INF)
+                log_probs = ops.where(done[:, None], frozen, log_probs)
+                totals = state["scores"][:, None] + log_probs
+                totals = ops.reshape(totals, (batch, num_beams * vocab))
+                best, flat = ops.top_k(totals, k=num_beams)
+                origin = flat // vocab + ops.arange(batch)[:, None] * num_beams
+                origin = ops.reshape(origin, (-1,))
+                token = ops.cast(ops.reshape(flat % vocab, (-1,)), "int32")
+                caches = [(ops.take(k, origin, axis=0), ops.take(v, origin, axis=0))
+                          for k, v in state["caches"]]
+                was_done = ops.take(done, origin, axis=0)
+                history = ops.take(history, origin, axis=0)
+                history = ops.slice_update(
+                    history, (0, step), ops.where(was_done, -1, token)[:, None]
+                )
+                count = state["count"] + 1
+                stopped = ops.any(token[:, None] == stop_ids[None, :], axis=-1)
+                row_max_new = ops.repeat(max_new, num_beams, axis=0)
+                done = ops.logical_or(was_done, ops.logical_or(stopped, count >= row_max_new))
+                positions = ops.take(state["positions"], origin, axis=0)
+                hidden, caches = engine.forward_step(
+                    token[:, None], positions[:, None], caches, state["index"], left_pad
+                )
+                logits = ops.cast(engine.backbone.logits(hidden[:, -1, :]), "float32")
+            state = {
+                "logits": logits,
+                "caches": caches,
+                "scores": ops.reshape(best, (-1,)),
+                "index": state["index"] + 1,
+                "positions": positions + 1,
+                "count": count,
+                "done": done,
+            }
+            return step + 1, state, left_pad, history
+
+        zero = ops.convert_to_tensor(0, "int32")
+        _, state, _, history = ops.while_loop(cond, body, (zero, state, left_pad, history))
+        return state["scores"], history
+
+    return loop
+
+
+def beam_search(engine, request, sampler) -> GenerationResult:
+    """Run beam search; returns the best beam per row (and all beams, best first)."""
+    num_beams = sampler.num_beams
+    token_ids, positions, left_pad, lengths = engine.prepare(request, repeat=num_beams)
+    width = token_ids.shape[1]
+    batch = len(request.prompts)
+    max_new = np.asarray(request.max_new, dtype=np.int32)
+    steps = int(max_new.max())
+    if steps <= 0:
+        empty = [[] for _ in range(batch)]
+        return GenerationResult(tokens=empty, log_probs=empty, beams=[[([], 0.0)]] * batch
+                                if sampler.return_all_beams else None)
+    capacity = cache_bucket(width + steps)
+    logits, _, caches = engine.run_prefill(sampler, token_ids, positions, left_pad, capacity)
+    # Only the first beam of each row starts alive, so the first step picks distinct tokens.
+    initial = np.tile(np.array([0.0] + [_NEG_INF] * (num_beams - 1), np.float32), batch)
+    state = {
+        "logits": logits,
+        "caches": caches,
+        "scores": ops.convert_to_tensor(initial),
+        "index": ops.convert_to_tensor(width, "int32"),
+        "positions": ops.convert_to_tensor(lengths, "int32"),
+        "count": ops.convert_to_tensor(0, "int32"),
+        "done": ops.convert_to_tensor(np.repeat(max_new <= 0, num_beams)),
+    }
+    loop = engine._function("beam", sampler, lambda s: _build_beam_loop(engine, s))
+    stop = np.array(list(request.stop_token_ids) or [-1], np.int32)
+    history = np.full((batch * num_beams, steps), -1, np.int32)
+    scores, history = loop(
+        [v.value for v in sampler.variables],
+        state,
+        ops.convert_to_tensor(stop),
+        ops.convert_to_tensor(max_new),
+        ops.convert_to_tensor(left_pad, "int32"),
+        ops.convert_to_tensor(history),
+    )
+    scores = ops.convert_to_numpy(scores).reshape(batch, num_beams)
+    history = ops.convert_to_numpy(history).reshape(batch, num_beams, steps)
+    beams = []
+    for row in range(batch):
+        row_beams = []
+        for beam in np.argsort(-scores[row], kind="stable"):
+            ids = history[row, beam]
+            row_beams.append((ids[ids >= 0].tolist(), float(scores[row, beam])))
+        beams.append(row_beams)
+    best = [b[0][0] for b in beams]
+    return GenerationResult(
+        tokens=best,
+        log_probs=[[] for _ in best],
+        beams=beams if sampler.return_all_beams else None,
+        extras={"scores": scores},
+    )

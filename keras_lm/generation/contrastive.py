@@ -1,0 +1,113 @@
+"""Contrastive search: score the top-k candidates by probability minus their hidden state's
+maximum cosine similarity to every earlier token."""
+
+import numpy as np
+from keras import ops
+
+from keras_lm.generation.buckets import cache_bucket
+from keras_lm.generation.engine import GenerationResult, scope
+
+
+def _build_contrastive_loop(engine, sampler):
+    variables = engine.model.variables
+    k, alpha = sampler.k, sampler.alpha
+
+    def loop(model_values, sampler_values, state, stop_ids, max_new, left_pad, out):
+        batch = ops.shape(out)[0]
+        steps = ops.shape(out)[1]
+
+        def cond(step, state, out):
+            return ops.logical_and(step < steps, ops.logical_not(ops.all(state["done"])))
+
+        def body(step, state, out):
+            with scope(variables, model_values, sampler, sampler_values):
+                probs = ops.softmax(state["logits"] / sampler.temperature, axis=-1)
+                top_probs, top_tokens = ops.top_k(probs, k=k)
+                expand = lambda x: ops.repeat(x, k, axis=0)  # noqa: E731
+                caches = [(expand(a), expand(b)) for a, b in state["caches"]]
+                candidates = ops.cast(ops.reshape(top_tokens, (-1, 1)), "int32")
+                positions = expand(state["positions"])[:, None]
+                hidden, caches = engine.forward_step(
+                    candidates, positions, caches, state["index"], expand(left_pad)
+                )
+                hidden = hidden[:, -1, :]
+                logits = ops.cast(engine.backbone.logits(hidden), "float32")
+                past = state["past"]  # [batch, capacity, dim]
+                cand = ops.reshape(ops.cast(hidden, "float32"), (batch, k, -1))
+                cand_n = cand / (ops.norm(cand, axis=-1, keepdims=True) + 1e-8)
+                past_n = past / (ops.norm(past, axis=-1, keepdims=True) + 1e-8)
+                sims = ops.einsum("bkd,bsd->bks", cand_n, past_n)
+                sims = ops.where(state["valid"][:, None, :], sims, -1.0)
+                score = (1 - alpha) * top_probs - alpha * ops.max(sims, axis=-1)
+                choice = ops.argmax(score, axis=-1)
+                flat = ops.arange(batch) * k + choice
+                token = ops.take_along_axis(top_tokens, choice[:, None], axis=-1)[:, 0]
+                token = ops.cast(token, "int32")
+                done = state["done"]
+                out = ops.slice_update(out, (0, step), ops.where(done, -1, token)[:, None])
+                count = state["count"] + 1
+                stopped = ops.any(token[:, None] == stop_ids[None, :], axis=-1)
+                new_done = ops.logical_or(done, ops.logical_or(stopped, count >= max_new))
+                chosen_hidden = ops.take(ops.reshape(cand, (batch * k, -1)), flat, axis=0)
+                slot = state["index"]
+                past = ops.slice_update(past, (0, slot, 0), chosen_hidden[:, None, :])
+                valid = ops.slice_update(
+                    state["valid"], (0, slot), ops.ones((batch, 1), "bool")
+                )
+                state = {
+                    "logits": ops.take(logits, flat, axis=0),
+                    "caches": [(ops.take(a, flat, axis=0), ops.take(b, flat, axis=0))
+                               for a, b in caches],
+                    "past": past,
+                    "valid": valid,
+                    "index": slot + 1,
+                    "positions": state["positions"] + 1,
+                    "count": count,
+                    "done": new_done,
+                }
+            return step + 1, state, out
+
+        zero = ops.convert_to_tensor(0, "int32")
+        _, state, out = ops.while_loop(cond, body, (zero, state, out))
+        return out
+
+    return loop
+
+
+def contrastive_search(engine, request, sampler) -> GenerationResult:
+    token_ids, positions, left_pad, lengths = engine.prepare(request)
+    batch, width = token_ids.shape
+    max_new = np.asarray(request.max_new, dtype=np.int32)
+    steps = int(max_new.max())
+    if steps <= 0:
+        return GenerationResult(tokens=[[] for _ in range(batch)],
+                                log_probs=[[] for _ in range(batch)])
+    capacity = cache_bucket(width + steps)
+    logits, hidden, caches = engine.run_prefill(sampler, token_ids, positions, left_pad, capacity)
+    hidden = ops.cast(hidden, "float32")
+    past = ops.pad(hidden, [[0, 0], [0, capacity - width], [0, 0]])
+    slots = np.arange(capacity)[None, :]
+    valid = (slots >= left_pad[:, None]) & (slots < width)
+    state = {
+        "logits": logits,
+        "caches": caches,
+        "past": past,
+        "valid": ops.convert_to_tensor(valid),
+        "index": ops.convert_to_tensor(width, "int32"),
+        "positions": ops.convert_to_tensor(lengths, "int32"),
+        "count": ops.convert_to_tensor(0, "int32"),
+        "done": ops.convert_to_tensor(max_new <= 0),
+    }
+    loop = engine._function("contrastive", sampler, lambda s: _build_contrastive_loop(engine, s))
+    stop = np.array(list(request.stop_token_ids) or [-1], np.int32)
+    out = loop(
+        [v.value for v in sampler.variables],
+        state,
+        ops.convert_to_tensor(stop),
+        ops.convert_to_tensor(max_new),
+        ops.convert_to_tensor(left_pad, "int32"),
+        ops.convert_to_tensor(np.full((batch, steps), -1, np.int32)),
+    )
+    out = ops.convert_to_numpy(out)
+    tokens = [row[row >= 0].tolist() for row in out]
+    return GenerationResult(tokens=tokens, log_probs=[[] for _ in tokens])
