@@ -208,11 +208,13 @@ class GenerationEngine:
         produced = 0
         index = width
         while produced < total_steps:
-            steps = min(chunk_size, total_steps - produced)
-            steps = chunk_size if steps == chunk_size else _pow2_at_least(steps)
-            if index + steps > capacity:
-                capacity = cache_bucket(index + steps)
+            # Every chunk has the same length (one compiled shape); the loop leaves early once
+            # every row is done, so only the steps that remain are ever written to the cache.
+            remaining = min(chunk_size, total_steps - produced)
+            if index + remaining > capacity:
+                capacity = cache_bucket(index + remaining)
                 state["caches"] = _grow(state["caches"], capacity)
+            steps = chunk_size
             out = (
                 ops.full((batch, steps), -1, "int32"),
                 ops.zeros((batch, steps), "float32"),
@@ -252,13 +254,6 @@ class GenerationEngine:
 def _current(stateless_scope, variable, old):
     value = stateless_scope.get_current_value(variable)
     return old if value is None else value
-
-
-def _pow2_at_least(n):
-    size = 1
-    while size < n:
-        size *= 2
-    return size
 
 
 def _grow(caches, capacity):

@@ -215,7 +215,8 @@ class CausalLM(Task):
     def _format_beams(self, result, prompts, text_input, batched, strip_prompt):
         outputs = []
         for prompt, beams in zip(prompts, result.beams, strict=True):
-            rows = [list(ids) if strip_prompt else list(prompt) + list(ids) for ids, _ in beams]
+            rows = [[int(t) for t in (ids if strip_prompt else list(prompt) + list(ids))]
+                    for ids, _ in beams]
             if text_input:
                 rows = [self.preprocessor.generate_postprocess(
                     {"token_ids": np.asarray(r, np.int32), "padding_mask": np.ones(len(r), bool)}

@@ -43,6 +43,12 @@ class HuggingFaceReader:
         conversion: ConversionMap = self.spec.conversion_map(backbone, checkpoint.keys())
         apply_conversion(backbone, checkpoint, conversion, source=self.path)
 
+    def has_tokenizer(self) -> bool:
+        return any(
+            os.path.isfile(os.path.join(self.path, name))
+            for name in ("tokenizer.json", "vocab.json", "tokenizer.model")
+        )
+
     def tokenizer(self, family_cls, **kwargs):
         return self.spec.build_tokenizer(family_cls, self.path, self.config, **kwargs)
 

@@ -77,6 +77,9 @@ class NativeReader:
             raise ValueError(f"Preset weights are corrupt or do not match: {path}: {error}") \
                 from error
 
+    def has_tokenizer(self) -> bool:
+        return os.path.isfile(self._file(native.TOKENIZER_FILE))
+
     def _assets_config(self, cls) -> dict:
         return cls.asset_config_from_dir(self._file(native.TOKENIZER_ASSETS))
 
@@ -159,6 +162,8 @@ def load_from_preset(cls, preset, load_weights: bool = True, **kwargs):
             reader.load_weights(backbone)
         if "preprocessor" in kwargs:
             preprocessor = kwargs.pop("preprocessor")
+        elif not reader.has_tokenizer():
+            preprocessor = None
         else:
             preprocessor = _build_preprocessor(reader, target.preprocessor_cls, {})
         task_kwargs = {k: v for k, v in reader.task_config().items() if k in ("name",)}

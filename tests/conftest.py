@@ -1,0 +1,116 @@
+"""Shared fixtures: tiny tokenizers, models and Hugging Face checkpoints built at test time."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+
+import keras_lm  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+WORDS = ["the", "quick", "brown", "fox", "jumped", "over", "lazy", "dog", "keras", "is", "a",
+         "library", "i", "want", "to", "say", "this", "where", "are", "you", "forgot", "my",
+         "homework", "deep", "learning"]
+
+
+def tiny_bpe_vocabulary():
+    """Byte-level BPE vocabulary: every byte symbol, the words above, and <|endoftext|>."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = ByteLevel.alphabet()
+    vocab = {"<|endoftext|>": 0}
+    for symbol in sorted(alphabet):
+        vocab[symbol] = len(vocab)
+    merges = []
+    for word in WORDS:
+        for token in (word, "Ġ" + word):
+            pieces = list(token)
+            while len(pieces) > 1:
+                merged = pieces[0] + pieces[1]
+                rule = f"{pieces[0]} {pieces[1]}"
+                if rule not in merges:
+                    merges.append(rule)
+                if merged not in vocab:
+                    vocab[merged] = len(vocab)
+                pieces = [merged] + pieces[2:]
+    return vocab, merges
+
+
+@pytest.fixture(scope="session")
+def bpe_assets():
+    return tiny_bpe_vocabulary()
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer(bpe_assets):
+    vocab, merges = bpe_assets
+    return keras_lm.models.GPT2Tokenizer(vocabulary=vocab, merges=merges)
+
+
+def tiny_gpt2_backbone(vocabulary_size, **overrides):
+    args = dict(
+        vocabulary_size=vocabulary_size,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=128,
+    )
+    args.update(overrides)
+    return keras_lm.models.GPT2Backbone(**args)
+
+
+@pytest.fixture
+def gpt2_lm(gpt2_tokenizer):
+    keras.utils.set_random_seed(0)
+    backbone = tiny_gpt2_backbone(gpt2_tokenizer.vocabulary_size())
+    preprocessor = keras_lm.models.GPT2CausalLMPreprocessor(gpt2_tokenizer, sequence_length=32)
+    return keras_lm.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+
+
+@pytest.fixture(scope="session")
+def gpt2_preset(tmp_path_factory, gpt2_tokenizer):
+    """A native tiny GPT-2 preset folder saved by our own `save_to_preset`."""
+    keras.utils.set_random_seed(1)
+    backbone = tiny_gpt2_backbone(gpt2_tokenizer.vocabulary_size())
+    preprocessor = keras_lm.models.GPT2CausalLMPreprocessor(gpt2_tokenizer, sequence_length=64)
+    lm = keras_lm.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+    path = tmp_path_factory.mktemp("presets") / "gpt2_tiny"
+    lm.save_to_preset(str(path))
+    return str(path)
+
+
+def save_hf_gpt2(path, vocab, merges, seed=0, **config):
+    """Save a random `transformers` GPT2LMHeadModel and GPT-2 tokenizer files to `path`."""
+    import torch
+    import transformers
+
+    args = dict(vocab_size=len(vocab), n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                bos_token_id=0, eos_token_id=0)
+    args.update(config)
+    torch.manual_seed(seed)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**args)).eval()
+    model.save_pretrained(str(path))
+    with open(os.path.join(path, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f)
+    with open(os.path.join(path, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return model
+
+
+@pytest.fixture(scope="session")
+def hf_gpt2(tmp_path_factory, bpe_assets):
+    vocab, merges = bpe_assets
+    path = tmp_path_factory.mktemp("hf") / "gpt2"
+    model = save_hf_gpt2(path, vocab, merges)
+    return str(path), model
+
+
+def random_ids(batch, length, vocab, seed=0):
+    return np.random.default_rng(seed).integers(1, vocab, size=(batch, length)).astype("int32")

@@ -1,0 +1,132 @@
+"""The conformance suite every family runs: shapes, cache equivalence, round trips, compiles."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lm
+from tests.conftest import BACKEND, random_ids
+
+VOCAB = 40
+
+
+def gpt2_case():
+    return keras_lm.models.GPT2Backbone, keras_lm.models.GPT2CausalLM, dict(
+        vocabulary_size=VOCAB, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=24,
+        max_sequence_length=96,
+    ), dict(dropout=0.25, max_sequence_length=80, intermediate_dim=20, num_heads=4)
+
+
+FAMILIES = {"gpt2": gpt2_case}
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def family(request):
+    keras.utils.set_random_seed(0)
+    backbone_cls, lm_cls, args, non_default = FAMILIES[request.param]()
+    return backbone_cls, lm_cls, args, non_default
+
+
+def test_shapes_and_dtypes(family):
+    backbone_cls, lm_cls, args, _ = family
+    backbone = backbone_cls(**args)
+    ids = random_ids(2, 7, VOCAB)
+    hidden = backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+    assert tuple(hidden.shape) == (2, 7, args["hidden_dim"])
+    assert keras.backend.standardize_dtype(hidden.dtype) == "float32"
+    lm = lm_cls(backbone=backbone)
+    logits = lm({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+    assert tuple(logits.shape) == (2, 7, VOCAB)
+
+
+def test_cached_decoding_equals_full_forward(family):
+    backbone_cls, lm_cls, args, _ = family
+    lm = lm_cls(backbone=backbone_cls(**args))
+    ids = random_ids(2, 10, VOCAB)
+    full = keras.ops.convert_to_numpy(lm.score(ids))
+    engine = lm._engine
+    caches = lm.backbone.empty_cache(2, 16)
+    prefix = 6
+    pad = keras.ops.zeros((2,), "int32")
+    positions = np.tile(np.arange(10, dtype="int32"), (2, 1))
+    hidden, caches = engine.forward_step(ids[:, :prefix], positions[:, :prefix], caches, 0, pad)
+    stepwise = [keras.ops.convert_to_numpy(lm.backbone.logits(hidden))]
+    for t in range(prefix, 10):
+        hidden, caches = engine.forward_step(ids[:, t : t + 1], positions[:, t : t + 1], caches,
+                                             t, pad)
+        stepwise.append(keras.ops.convert_to_numpy(lm.backbone.logits(hidden)))
+    np.testing.assert_allclose(np.concatenate(stepwise, axis=1), full, atol=1e-4)
+
+
+def test_config_round_trip_with_non_default_values(family):
+    backbone_cls, _, args, non_default = family
+    backbone = backbone_cls(**{**args, **non_default})
+    config = backbone.get_config()
+    for key, value in non_default.items():
+        assert config[key] == value
+    rebuilt = backbone_cls.from_config(config)
+    assert rebuilt.get_config() == config
+    assert rebuilt.count_params() == backbone.count_params()
+
+
+def test_save_and_load_gives_identical_outputs(family, tmp_path):
+    backbone_cls, lm_cls, args, _ = family
+    lm = lm_cls(backbone=backbone_cls(**args))
+    ids = random_ids(1, 5, VOCAB)
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    lm.save_to_preset(str(tmp_path / "p"))
+    loaded = keras_lm.models.CausalLM.from_preset(str(tmp_path / "p"))
+    assert type(loaded) is lm_cls
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(lm(x))
+    )
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="torch runs eagerly; nothing is compiled")
+def test_generate_does_not_recompile(family):
+    backbone_cls, lm_cls, args, _ = family
+    lm = lm_cls(backbone=backbone_cls(**args))
+    lm.compile(sampler="greedy")
+
+    def prompt(n, seed):
+        ids = np.zeros((2, 24), "int32")
+        ids[:, :n] = random_ids(2, n, VOCAB, seed)
+        mask = np.zeros((2, 24), bool)
+        mask[:, :n] = True
+        return {"token_ids": ids, "padding_mask": mask}
+
+    lm.generate(prompt(5, 0), stop_token_ids=None)
+    traces = lm._engine.trace_count()
+    lm.generate(prompt(5, 1), stop_token_ids=None)
+    lm.generate(prompt(7, 2), stop_token_ids=None)  # same prompt bucket
+    assert lm._engine.trace_count() == traces
+
+
+def test_ragged_batch_equals_one_by_one(family):
+    backbone_cls, lm_cls, args, _ = family
+    lm = lm_cls(backbone=backbone_cls(**args))
+    lm.compile(sampler="greedy")
+    lengths = (2, 9, 5)
+    width = 30
+    ids = np.zeros((3, width), "int32")
+    mask = np.zeros((3, width), bool)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = random_ids(1, n, VOCAB, seed=10 + i)[0]
+        mask[i, :n] = True
+    together = lm.generate({"token_ids": ids, "padding_mask": mask}, stop_token_ids=None)
+    for i in range(3):
+        alone = lm.generate(
+            {"token_ids": ids[i : i + 1], "padding_mask": mask[i : i + 1]}, stop_token_ids=None
+        )
+        np.testing.assert_array_equal(together["token_ids"][i], alone["token_ids"][0])
+
+
+def test_training_step_reduces_loss(family):
+    backbone_cls, lm_cls, args, _ = family
+    lm = lm_cls(backbone=backbone_cls(**{**args, "dropout": 0.0}))
+    lm.compile(optimizer=keras.optimizers.Adam(1e-2), sampler="greedy")
+    ids = random_ids(4, 8, VOCAB)
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    y = np.roll(ids, -1, axis=1)
+    history = lm.fit(x, y, batch_size=4, epochs=5, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
