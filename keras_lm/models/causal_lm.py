@@ -105,7 +105,8 @@ class CausalLM(Task):
             return _concatenate_outputs(outputs)
         sampler = self.sampler if sampler is None else samplers_lib.get(sampler)
         _check_optional_positive_int(max_length=max_length, max_new_tokens=max_new_tokens)
-        text_input = is_raw_text(inputs)
+        # Lists are prompts; the preprocessor names any item that is not a string.
+        text_input = is_raw_text(inputs) or isinstance(inputs, (list, tuple))
         if text_input:
             if self.preprocessor is None:
                 raise ValueError(

@@ -102,7 +102,10 @@ class BytePairTokenizer(Tokenizer):
         unsplittable = list(dict.fromkeys(self._declared_special_tokens() + self.unsplittable_tokens))
         for token in unsplittable:
             if token not in self.vocabulary:
-                raise ValueError(f"Unsplittable token {token!r} is not in the vocabulary.")
+                raise ValueError(
+                    f"Special token {token!r} is not in the vocabulary of "
+                    f"{type(self).__name__}; add it to the vocabulary."
+                )
         backend.add_special_tokens(
             [AddedToken(t, special=True, normalized=False) for t in unsplittable]
         )

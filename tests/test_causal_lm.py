@@ -1,0 +1,138 @@
+"""CausalLM behaviour: generate input forms and options, fit forms, score, bad input."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lm
+
+
+def test_string_and_list_generation(gpt2_lm):
+    gpt2_lm.compile(sampler="greedy")
+    one = gpt2_lm.generate("the quick", max_length=12)
+    many = gpt2_lm.generate(["the quick", "where are"], max_length=12)
+    assert isinstance(one, str) and one.startswith("the quick")
+    assert isinstance(many, list) and len(many) == 2 and many[0] == one
+
+
+def test_strip_prompt_returns_only_the_completion(gpt2_lm):
+    gpt2_lm.compile(sampler="greedy")
+    full = gpt2_lm.generate("the quick", max_length=12, stop_token_ids=None)
+    completion = gpt2_lm.generate("the quick", max_length=12, stop_token_ids=None,
+                                  strip_prompt=True)
+    assert full == "the quick" + completion
+
+
+def test_max_length_is_honoured_without_preprocessor(gpt2_lm):
+    gpt2_lm.preprocessor = None
+    prompt = {"token_ids": np.array([[0, 5, 6, 0, 0]] * 2), "padding_mask": np.array(
+        [[1, 1, 1, 0, 0]] * 2)}
+    default = gpt2_lm.generate(prompt, stop_token_ids=None)
+    assert default["token_ids"].shape == (2, 5) and default["padding_mask"].all()
+    longer = gpt2_lm.generate(prompt, max_length=9, stop_token_ids=None)
+    assert longer["token_ids"].shape == (2, 9) and longer["padding_mask"].all()
+    np.testing.assert_array_equal(longer["token_ids"][:, :3], prompt["token_ids"][:, :3])
+
+
+def test_stop_token_ids_are_judged_per_row(gpt2_lm):
+    gpt2_lm.compile(sampler="greedy")
+    gpt2_lm.preprocessor = None
+    prompt = {"token_ids": np.array([[0, 5, 6], [0, 9, 3]]), "padding_mask": np.ones((2, 3))}
+    free = gpt2_lm.generate(prompt, max_length=12, stop_token_ids=None)
+    first_new = free["token_ids"][0, 3]
+    stopped = gpt2_lm.generate(prompt, max_length=12, stop_token_ids=[int(first_new), 10**6])
+    # Row 0 stops right after emitting its stop token; row 1 continues unless it hits one.
+    assert stopped["padding_mask"][0].sum() == 4
+    row1 = free["token_ids"][1, 3:]
+    hits = np.nonzero(row1 == first_new)[0]
+    expected_len = 3 + (hits[0] + 1 if len(hits) else len(row1))
+    assert stopped["padding_mask"][1].sum() == expected_len
+    np.testing.assert_array_equal(stopped["token_ids"][1, :expected_len],
+                                  free["token_ids"][1, :expected_len])
+
+
+def test_max_new_tokens(gpt2_lm):
+    gpt2_lm.preprocessor = None
+    prompt = {"token_ids": np.array([[0, 5, 6]]), "padding_mask": np.ones((1, 3))}
+    out = gpt2_lm.generate(prompt, max_new_tokens=4, stop_token_ids=None)
+    assert out["padding_mask"].sum() == 7
+
+
+def test_generate_batch_by_batch_from_an_iterable(gpt2_lm):
+    gpt2_lm.compile(sampler="greedy")
+    batches = [["the quick", "i want"], ["where are"]]
+    out = gpt2_lm.generate(iter(batches), max_length=10)
+    assert out == gpt2_lm.generate(["the quick", "i want", "where are"], max_length=10)
+
+
+def test_bad_generate_input(gpt2_lm):
+    with pytest.raises(ValueError, match="at least one prompt"):
+        gpt2_lm.generate([], max_length=10)
+    with pytest.raises(TypeError, match="item 1"):
+        gpt2_lm.generate(["ok", 3], max_length=10)
+    with pytest.raises(ValueError, match="shorter than the longest prompt"):
+        gpt2_lm.generate("the quick brown fox jumped over the lazy dog", max_length=3)
+    with pytest.raises(ValueError, match="max_length"):
+        gpt2_lm.generate("the", max_length=0)
+    with pytest.raises(ValueError, match="Unknown sampler name"):
+        gpt2_lm.compile(sampler="bogus")
+    with pytest.raises(ValueError, match="stop_token_ids"):
+        gpt2_lm.generate("the", max_length=8, stop_token_ids="end")
+    with pytest.raises(ValueError, match="positions"):
+        gpt2_lm.generate("the", max_length=500)
+
+
+def test_fit_on_raw_strings_and_preprocessed_dicts(gpt2_lm):
+    features = ["the quick brown fox jumped.", "i forgot my homework."]
+    history = gpt2_lm.fit(x=features, batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    x, y, sw = gpt2_lm.preprocessor(features)
+    gpt2_lm.preprocessor = None
+    history = gpt2_lm.fit(x=x, y=y, sample_weight=sw, batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_preprocessor_shifts_labels(gpt2_lm):
+    x, y, sw = gpt2_lm.preprocessor(["the quick"], sequence_length=6)
+    tok = gpt2_lm.preprocessor.tokenizer
+    body = tok("the quick").tolist()
+    assert x["token_ids"][0].tolist()[: len(body) + 1] == [tok.start_token_id] + body
+    assert y[0].tolist()[: len(body) + 1] == body + [tok.end_token_id]
+    assert sw[0].tolist() == [1.0] * (len(body) + 1) + [0.0] * (6 - len(body) - 1)
+
+
+def test_score_logits_and_loss(gpt2_lm):
+    ids = np.array([[0, 5, 6, 7], [0, 8, 9, 3]])
+    logits = keras.ops.convert_to_numpy(gpt2_lm.score(ids))
+    reference = keras.ops.convert_to_numpy(
+        gpt2_lm({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+    )
+    np.testing.assert_allclose(logits, reference, atol=1e-5)
+    targets = np.roll(ids, -1, axis=1)
+    loss = keras.ops.convert_to_numpy(gpt2_lm.score(ids, scoring_mode="loss", target_ids=targets))
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+    np.testing.assert_allclose(loss, expected, atol=1e-4)
+    with pytest.raises(ValueError, match="scoring_mode"):
+        gpt2_lm.score(ids, scoring_mode="probs")
+    with pytest.raises(ValueError, match="target_ids"):
+        gpt2_lm.score(ids, scoring_mode="loss")
+
+
+def test_score_layer_intercept_sees_every_layer(gpt2_lm):
+    seen = []
+
+    def intercept(x, i):
+        seen.append(i)
+        return x * 0 if i == -1 else x
+
+    ids = np.array([[0, 5, 6]])
+    zeroed = keras.ops.convert_to_numpy(gpt2_lm.score(ids, layer_intercept_fn=intercept))
+    assert seen == [-1, 0, 1]
+    normal = keras.ops.convert_to_numpy(gpt2_lm.score(ids))
+    assert not np.allclose(zeroed, normal)
+
+
+def test_base_causal_lm_cannot_be_built_directly(gpt2_lm):
+    with pytest.raises(TypeError, match="base class"):
+        keras_lm.models.CausalLM(backbone=gpt2_lm.backbone)
