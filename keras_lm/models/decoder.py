@@ -149,6 +149,9 @@ class DecoderBackbone(Backbone):
             dtype=policy,
             **kwargs,
         )
+        if policy is not None:
+            # Functional construction ignores `dtype`; keep it so get_config round-trips.
+            self.dtype_policy = policy
         self.vocabulary_size = vocabulary_size
         self.num_layers = num_layers
         self.num_query_heads = num_query_heads

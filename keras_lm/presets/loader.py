@@ -144,8 +144,7 @@ def load_from_preset(cls, preset, load_weights: bool = True, **kwargs):
         return reader.tokenizer(family, **kwargs)
     backbone_cls = reader.backbone_class()
     if kind == "backbone":
-        target = find_family_class(cls, backbone_cls)
-        if not issubclass(backbone_cls, target):
+        if not issubclass(backbone_cls, cls):
             raise ValueError(f"This preset holds a {backbone_cls.__name__}, not a {cls.__name__}")
         backbone = reader.build_backbone(backbone_cls, **kwargs)
         if load_weights:

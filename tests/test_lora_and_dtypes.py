@@ -1,0 +1,95 @@
+"""LoRA adapters and reduced-precision dtypes."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lm
+
+
+def test_enable_lora_trains_only_adapters(gpt2_lm):
+    backbone = gpt2_lm.backbone
+    backbone.enable_lora(rank=2)
+    trainable = [v.path for v in backbone.trainable_variables]
+    assert trainable and all("lora_kernel" in p for p in trainable)
+    assert {p.split("/")[-2] for p in trainable} == {"query", "value"}
+    before = [v.numpy().copy() for v in _base_vars(backbone)]
+    gpt2_lm.compile(optimizer=keras.optimizers.Adam(1e-2))
+    gpt2_lm.fit(["the quick brown fox", "i forgot my homework"], batch_size=2, epochs=2,
+                verbose=0)
+    after = [v.numpy() for v in _base_vars(backbone)]
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_custom_lora_targets_and_bad_rank(gpt2_lm):
+    with pytest.raises(ValueError, match="rank"):
+        gpt2_lm.backbone.enable_lora(rank=0)
+    gpt2_lm.backbone.enable_lora(rank=2, target_layer_names=["key"])
+    assert {v.path.split("/")[-2] for v in gpt2_lm.backbone.lora_variables()} == {"key"}
+
+
+def test_save_and_load_lora_weights(gpt2_lm, gpt2_tokenizer, tmp_path):
+    from tests.conftest import tiny_gpt2_backbone
+
+    gpt2_lm.backbone.enable_lora(rank=2)
+    for v in gpt2_lm.backbone.lora_variables():
+        v.assign(np.random.default_rng(0).normal(size=v.shape).astype("float32"))
+    path = str(tmp_path / "adapters.lora.h5")
+    gpt2_lm.backbone.save_lora_weights(path)
+    keras.utils.set_random_seed(0)
+    other = tiny_gpt2_backbone(gpt2_tokenizer.vocabulary_size())
+    for src, dst in zip(_base_vars(gpt2_lm.backbone), _base_vars(other), strict=True):
+        dst.assign(src.numpy())
+    other.load_lora_weights(path)
+    ids = np.array([[0, 5, 6, 7]])
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(other(x)),
+                               keras.ops.convert_to_numpy(gpt2_lm.backbone(x)), atol=1e-5)
+    with pytest.raises(ValueError, match="lora.h5"):
+        gpt2_lm.backbone.save_lora_weights(str(tmp_path / "x.h5"))
+
+
+def _base_vars(model):
+    return [v for v in model.variables if "lora" not in v.path and "seed_generator" not in v.path]
+
+
+def test_save_to_preset_merges_lora(gpt2_lm, tmp_path):
+    gpt2_lm.backbone.enable_lora(rank=2)
+    for v in gpt2_lm.backbone.lora_variables():
+        v.assign(np.full(v.shape, 0.05, "float32"))
+    ids = np.array([[0, 5, 6, 7]])
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    expected = keras.ops.convert_to_numpy(gpt2_lm(x))
+    gpt2_lm.save_to_preset(str(tmp_path / "p"))
+    loaded = keras_lm.models.CausalLM.from_preset(str(tmp_path / "p"))
+    assert not loaded.backbone.lora_variables()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, atol=1e-5)
+
+
+def test_bfloat16_preset_loading_keeps_lora_in_float32(gpt2_preset):
+    lm = keras_lm.models.CausalLM.from_preset(gpt2_preset, dtype="bfloat16")
+    assert lm.backbone.dtype_policy.name == "bfloat16"
+    kernel = lm.backbone.get_layer("transformer_layer_0").attention.query.kernel
+    assert keras.backend.standardize_dtype(kernel.dtype) == "bfloat16"
+    lm.backbone.enable_lora(rank=2)
+    assert all(keras.backend.standardize_dtype(v.dtype) == "float32"
+               for v in lm.backbone.lora_variables())
+    lm.compile(sampler="greedy")
+    out = lm.generate("the quick", max_length=10)
+    assert out.startswith("the quick")
+    logits = lm.score(np.array([[0, 5, 6]]))
+    assert keras.backend.standardize_dtype(logits.dtype) == "bfloat16"
+
+
+def test_mixed_bfloat16_keeps_float32_variables(gpt2_preset):
+    lm = keras_lm.models.GPT2CausalLM.from_preset(gpt2_preset, dtype="mixed_bfloat16")
+    kernel = lm.backbone.get_layer("transformer_layer_0").attention.query.kernel
+    assert keras.backend.standardize_dtype(kernel.dtype) == "float32"
+    hidden = lm.backbone({"token_ids": np.array([[0, 5]]), "padding_mask": np.ones((1, 2))})
+    assert keras.backend.standardize_dtype(hidden.dtype) == "bfloat16"
+    reference = keras_lm.models.GPT2CausalLM.from_preset(gpt2_preset)
+    ids = np.array([[0, 5, 6, 7]])
+    low = keras.ops.convert_to_numpy(keras.ops.cast(lm.score(ids), "float32"))
+    high = keras.ops.convert_to_numpy(reference.score(ids))
+    np.testing.assert_allclose(low, high, atol=0.1)
