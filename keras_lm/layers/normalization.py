@@ -50,7 +50,8 @@ class Normalization(keras.layers.Layer):
             var = ops.mean(ops.square(centered), axis=-1, keepdims=True)
             normed = centered * ops.rsqrt(var + self.epsilon)
         else:
-            normed = x32 * ops.rsqrt(ops.mean(ops.square(x32), axis=-1, keepdims=True) + self.epsilon)
+            mean_square = ops.mean(ops.square(x32), axis=-1, keepdims=True)
+            normed = x32 * ops.rsqrt(mean_square + self.epsilon)
         scale = ops.cast(self.scale, "float32")
         if self.unit_offset:
             scale = scale + 1.0

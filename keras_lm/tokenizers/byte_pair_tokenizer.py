@@ -99,7 +99,8 @@ class BytePairTokenizer(Tokenizer):
             add_prefix_space=self.add_prefix_space, use_regex=True
         )
         backend.decoder = decoders.ByteLevel()
-        unsplittable = list(dict.fromkeys(self._declared_special_tokens() + self.unsplittable_tokens))
+        declared = self._declared_special_tokens() + self.unsplittable_tokens
+        unsplittable = list(dict.fromkeys(declared))
         for token in unsplittable:
             if token not in self.vocabulary:
                 raise ValueError(

@@ -1,0 +1,154 @@
+"""Generation speed: keras_lm vs keras-hub vs transformers on the same random GPT-2 shape.
+
+Each system runs in its own process (same thread settings), greedy, fp32, random weights.
+Run: python benchmarks/generate.py [--threads 1] [--new-tokens 64] [--batches 1 8]
+Prints one table: first-call seconds, warm tokens/s per batch size, peak RSS, ratios.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+GPT2_124M = dict(vocabulary_size=50257, num_layers=12, num_heads=12, hidden_dim=768,
+                 intermediate_dim=3072, max_sequence_length=1024)
+
+
+def prompt_ids(batch, length, vocab, seed=0):
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(1, vocab, size=(batch, length)).astype("int32")
+
+
+def run_keras_lm(batch, prompt_len, new_tokens, repeats):
+    import numpy as np
+
+    import keras_lm
+
+    backbone = keras_lm.models.GPT2Backbone(**GPT2_124M)
+    lm = keras_lm.models.GPT2CausalLM(backbone=backbone)
+    lm.compile(sampler="greedy")
+    ids = prompt_ids(batch, prompt_len, GPT2_124M["vocabulary_size"])
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
+    return _time(lambda: lm.generate(x, max_new_tokens=new_tokens, stop_token_ids=None),
+                 repeats)
+
+
+def run_keras_hub(batch, prompt_len, new_tokens, repeats):
+    import keras_hub
+    import numpy as np
+
+    backbone = keras_hub.models.GPT2Backbone(**GPT2_124M)
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    lm.compile(sampler="greedy")
+    total = prompt_len + new_tokens
+    ids = np.zeros((batch, total), "int32")
+    ids[:, :prompt_len] = prompt_ids(batch, prompt_len, GPT2_124M["vocabulary_size"])
+    mask = np.zeros((batch, total), bool)
+    mask[:, :prompt_len] = True
+    x = {"token_ids": ids, "padding_mask": mask}
+    return _time(lambda: lm.generate(x, stop_token_ids=None), repeats)
+
+
+def run_transformers(batch, prompt_len, new_tokens, repeats):
+    import torch
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=GPT2_124M["vocabulary_size"], n_layer=12,
+                                     n_head=12, n_embd=768, n_positions=1024)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.tensor(prompt_ids(batch, prompt_len, GPT2_124M["vocabulary_size"]),
+                       dtype=torch.long)
+
+    def call():
+        with torch.no_grad():
+            model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                           do_sample=False, pad_token_id=0)
+
+    return _time(call, repeats)
+
+
+def _time(fn, repeats):
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return first, times[len(times) // 2]
+
+
+RUNNERS = {"keras_lm": run_keras_lm, "keras_hub": run_keras_hub,
+           "transformers": run_transformers}
+
+
+def child(args):
+    first, warm = RUNNERS[args.system](args.batch, args.prompt, args.new_tokens, args.repeats)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"first_s": first, "warm_s": warm, "rss_mb": rss_mb}))
+
+
+SYSTEMS = [("keras_lm", "jax"), ("keras_lm", "torch"), ("keras_hub", "jax"),
+           ("keras_hub", "torch"), ("transformers", "torch")]
+
+
+def available(system):
+    module = {"keras_lm": "keras_lm", "keras_hub": "keras_hub",
+              "transformers": "transformers"}[system]
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--system")
+    parser.add_argument("--batch", type=int)
+    args = parser.parse_args()
+    if args.system:
+        return child(args)
+    rows = []
+    for system, backend in SYSTEMS:
+        if not available(system):
+            continue
+        for batch in args.batches:
+            env = dict(os.environ, KERAS_BACKEND=backend)
+            if args.threads:
+                env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+                           XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={args.threads > 1} "
+                           f"intra_op_parallelism_threads={args.threads}")
+            cmd = [sys.executable, __file__, "--system", system, "--batch", str(batch),
+                   "--prompt", str(args.prompt), "--new-tokens", str(args.new_tokens),
+                   "--repeats", str(args.repeats)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"{system}/{backend} b{batch} failed:\n{out.stderr[-2000:]}",
+                      file=sys.stderr)
+                continue
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            tps = batch * args.new_tokens / result["warm_s"]
+            rows.append((system, backend, batch, result["first_s"], tps, result["rss_mb"]))
+    ours = {(b, k): t for s, k, b, _, t, _ in rows if s == "keras_lm"}
+    print(f"GPT-2 124M shape, fp32 random weights, prompt {args.prompt}, "
+          f"{args.new_tokens} new tokens, greedy, threads={args.threads or 'default'}")
+    print(f"{'system':14s} {'backend':8s} {'batch':>5s} {'first s':>8s} {'tok/s':>8s} "
+          f"{'RSS MB':>8s} {'ours(jax)/this':>15s}")
+    for system, backend, batch, first, tps, rss in rows:
+        ratio = ours.get((batch, "jax"), float("nan")) / tps
+        print(f"{system:14s} {backend:8s} {batch:5d} {first:8.2f} {tps:8.1f} {rss:8.0f} "
+              f"{ratio:15.2f}")
+
+
+if __name__ == "__main__":
+    main()

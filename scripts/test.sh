@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The project's test command: lint, then the suite on JAX and on torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ruff check .
+KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests
+KERAS_BACKEND=torch python -m pytest -q -p no:cacheprovider tests

@@ -1,0 +1,30 @@
+"""The `keras-lm` command line."""
+
+import keras_lm
+from keras_lm.cli import main
+
+
+def test_generate_from_a_preset(gpt2_preset, capsys):
+    assert main(["generate", "the quick", "i want", "--preset", gpt2_preset,
+                 "--max-length", "12", "--sampler", "greedy"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("the quick")
+
+
+def test_generate_with_the_demo_model(capsys):
+    assert main(["generate", "keras is", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("keras is")
+
+
+def test_bad_preset_is_a_clear_error(capsys):
+    assert main(["generate", "x", "--preset", "./missing/preset"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_convert_and_presets(hf_gpt2, tmp_path, capsys):
+    path, _ = hf_gpt2
+    assert main(["convert", path, str(tmp_path / "native")]) == 0
+    assert isinstance(keras_lm.models.CausalLM.from_preset(str(tmp_path / "native")),
+                      keras_lm.models.GPT2CausalLM)
+    assert main(["presets"]) == 0
+    assert "gpt2_base_en" in capsys.readouterr().out
