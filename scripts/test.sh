@@ -5,3 +5,6 @@ cd "$(dirname "$0")/.."
 ruff check .
 KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests
 KERAS_BACKEND=torch python -m pytest -q -p no:cacheprovider tests
+if python -c "import tensorflow" >/dev/null 2>&1; then
+  KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider -m tensorflow tests
+fi

@@ -7,6 +7,8 @@ import pytest
 import keras_lm
 from tests.conftest import BACKEND, random_ids
 
+pytestmark = pytest.mark.tensorflow
+
 VOCAB = 40
 
 

@@ -7,6 +7,8 @@ import pytest
 import keras_lm
 from keras_lm import samplers
 
+pytestmark = pytest.mark.tensorflow
+
 
 def test_names_map_to_classes_with_keras_hub_defaults():
     assert isinstance(samplers.get("greedy"), samplers.GreedySampler)

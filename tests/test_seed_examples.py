@@ -9,6 +9,8 @@ import pytest
 
 import keras_lm as keras_hub
 
+pytestmark = pytest.mark.tensorflow
+
 
 @pytest.fixture
 def preset(gpt2_preset):
