@@ -10,17 +10,16 @@ DEMO_WORDS = (
 ).split()
 
 
-def demo_tokenizer():
-    """A byte-level BPE tokenizer whose vocabulary is every byte plus a few whole words."""
+def byte_level_vocabulary(words) -> tuple[dict, list]:
+    """`(vocabulary, merges)`: every byte symbol, `<|endoftext|>` (id 0), and each word with and
+    without a leading space as a whole token, built by left-to-right merges."""
     from tokenizers.pre_tokenizers import ByteLevel
-
-    from keras_lm.models.gpt2 import GPT2Tokenizer
 
     vocab = {"<|endoftext|>": 0}
     for symbol in sorted(ByteLevel.alphabet()):
         vocab[symbol] = len(vocab)
     merges = []
-    for word in DEMO_WORDS:
+    for word in words:
         for token in (word, "Ġ" + word):
             pieces = list(token)
             while len(pieces) > 1:
@@ -30,6 +29,14 @@ def demo_tokenizer():
                 merged = pieces[0] + pieces[1]
                 vocab.setdefault(merged, len(vocab))
                 pieces = [merged] + pieces[2:]
+    return vocab, merges
+
+
+def demo_tokenizer():
+    """A GPT-2 tokenizer over `byte_level_vocabulary(DEMO_WORDS)`."""
+    from keras_lm.models.gpt2 import GPT2Tokenizer
+
+    vocab, merges = byte_level_vocabulary(DEMO_WORDS)
     return GPT2Tokenizer(vocabulary=vocab, merges=merges)
 
 

@@ -21,25 +21,9 @@ WORDS = ["the", "quick", "brown", "fox", "jumped", "over", "lazy", "dog", "keras
 
 def tiny_bpe_vocabulary():
     """Byte-level BPE vocabulary: every byte symbol, the words above, and <|endoftext|>."""
-    from tokenizers.pre_tokenizers import ByteLevel
+    from keras_lm.demo import byte_level_vocabulary
 
-    alphabet = ByteLevel.alphabet()
-    vocab = {"<|endoftext|>": 0}
-    for symbol in sorted(alphabet):
-        vocab[symbol] = len(vocab)
-    merges = []
-    for word in WORDS:
-        for token in (word, "Ġ" + word):
-            pieces = list(token)
-            while len(pieces) > 1:
-                merged = pieces[0] + pieces[1]
-                rule = f"{pieces[0]} {pieces[1]}"
-                if rule not in merges:
-                    merges.append(rule)
-                if merged not in vocab:
-                    vocab[merged] = len(vocab)
-                pieces = [merged] + pieces[2:]
-    return vocab, merges
+    return byte_level_vocabulary(WORDS)
 
 
 @pytest.fixture(scope="session")
