@@ -22,7 +22,7 @@ def _build_beam_loop(engine, sampler):
             return ops.logical_and(step < steps, ops.logical_not(ops.all(state["done"])))
 
         def body(step, state, left_pad, history):
-            with scope(variables, model_values, sampler, sampler_values):
+            with scope(variables, model_values, sampler, sampler_values, engine.direct_calls()):
                 log_probs = ops.log_softmax(state["logits"] / sampler.temperature, axis=-1)
                 vocab = ops.shape(log_probs)[-1]
                 done = state["done"]

@@ -48,3 +48,18 @@ class CompiledFunction:
 def to_numpy(x):
     """A backend tensor as a numpy array."""
     return keras.ops.convert_to_numpy(x)
+
+
+def write_cache(cache, start, update):
+    """Write `update` into `cache` at `[:, start:start + len]` and return the cache.
+
+    Torch writes in place (generation runs under no_grad and never reuses the old cache);
+    `keras.ops.slice_update` would copy the whole cache every step. Elsewhere the functional
+    update is used, which XLA performs in place inside compiled loops.
+    """
+    update = keras.ops.cast(update, cache.dtype)
+    if keras.backend.backend() == "torch" and not cache.requires_grad and cache.is_contiguous():
+        length = update.shape[1]
+        cache[:, start : start + length] = update
+        return cache
+    return keras.ops.slice_update(cache, (0, start, 0, 0), update)

@@ -20,7 +20,7 @@ def _build_contrastive_loop(engine, sampler):
             return ops.logical_and(step < steps, ops.logical_not(ops.all(state["done"])))
 
         def body(step, state, out):
-            with scope(variables, model_values, sampler, sampler_values):
+            with scope(variables, model_values, sampler, sampler_values, engine.direct_calls()):
                 probs = ops.softmax(state["logits"] / sampler.temperature, axis=-1)
                 top_probs, top_tokens = ops.top_k(probs, k=k)
                 expand = lambda x: ops.repeat(x, k, axis=0)  # noqa: E731

@@ -4,6 +4,7 @@ Rows are left-padded so every row writes the same cache slot each step, while ex
 positions keep each row's numbers identical to generating it alone.
 """
 
+import contextlib
 from dataclasses import dataclass, field
 
 import keras
@@ -12,6 +13,7 @@ from keras import ops
 
 from keras_lm.generation.buckets import cache_bucket, prompt_bucket
 from keras_lm.generation.compile import CompiledFunction, to_numpy
+from keras_lm.layers.direct_call import direct_layer_calls
 
 DEFAULT_CHUNK = 16
 
@@ -34,12 +36,15 @@ class GenerationResult:
     extras: dict = field(default_factory=dict)
 
 
-def scope(model_variables, model_values, sampler, sampler_values):
+@contextlib.contextmanager
+def scope(model_variables, model_values, sampler, sampler_values, direct=True):
+    """Variables bound to traced values (JAX) and sampler RNG state, with direct layer calls."""
     mapping = []
     if model_values is not None:
         mapping += list(zip(model_variables, model_values, strict=True))
     mapping += list(zip(sampler.variables, sampler_values, strict=True))
-    return keras.StatelessScope(state_mapping=mapping)
+    with keras.StatelessScope(state_mapping=mapping) as stateless, direct_layer_calls(direct):
+        yield stateless
 
 
 def attention_mask(capacity, index, num_queries, left_pad):
@@ -69,6 +74,11 @@ class GenerationEngine:
             self._compiled[key] = entry
         return entry[1]
 
+    def direct_calls(self) -> bool:
+        """Whether layers may skip `Layer.__call__`: no autocast (mixed precision) or LoRA."""
+        policy = self.backbone.dtype_policy
+        return policy.variable_dtype == policy.compute_dtype and not self.backbone._lora_rank
+
     def trace_count(self) -> int:
         return sum(fn.trace_count for _, fn in self._compiled.values())
 
@@ -89,7 +99,7 @@ class GenerationEngine:
         variables = self.model.variables
 
         def prefill(model_values, sampler_values, token_ids, positions, left_pad, caches):
-            with scope(variables, model_values, sampler, sampler_values):
+            with scope(variables, model_values, sampler, sampler_values, self.direct_calls()):
                 hidden, caches = self.forward_step(token_ids, positions, caches, 0, left_pad)
                 logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
             return logits, hidden, caches
@@ -132,8 +142,10 @@ class GenerationEngine:
                 steps = ops.shape(tokens_out)[1]
                 return ops.logical_and(step < steps, ops.logical_not(ops.all(state["done"])))
 
+            direct = self.direct_calls()
+
             def body(step, state, sampler_values, tokens_out, log_probs_out):
-                with scope(variables, model_values, sampler, sampler_values) as s:
+                with scope(variables, model_values, sampler, sampler_values, direct) as s:
                     logits = state["logits"]
                     token = sampler.next_token_from_logits(logits)
                     done = state["done"]

@@ -3,7 +3,10 @@
 import keras
 from keras import ops
 
+from keras_lm.generation.compile import write_cache
+from keras_lm.layers.direct_call import invoke
 from keras_lm.layers.normalization import Normalization
+from keras_lm.layers.projection import Projection
 from keras_lm.layers.rotary import apply_rope, rope_cos_sin, rope_inverse_frequencies
 
 _MASKED = -1e9  # finite, so fully-masked (padding) rows never turn into NaN
@@ -73,7 +76,7 @@ class CachedAttention(keras.layers.Layer):
             )
 
     def _projection(self, equation, output_shape, bias_axes, name):
-        return keras.layers.EinsumDense(
+        return Projection(
             equation,
             output_shape=output_shape,
             bias_axes=bias_axes,
@@ -120,9 +123,9 @@ class CachedAttention(keras.layers.Layer):
         cache_update_index=None,
         training=False,
     ):
-        query, key, value = self.query(x), self.key(x), self.value(x)
+        query, key, value = invoke(self.query, x), invoke(self.key, x), invoke(self.value, x)
         if self.query_norm is not None:
-            query, key = self.query_norm(query), self.key_norm(key)
+            query, key = invoke(self.query_norm, query), invoke(self.key_norm, key)
         if self.use_rope:
             if positions is None:
                 positions = ops.arange(ops.shape(x)[1])[None, :]
@@ -132,15 +135,13 @@ class CachedAttention(keras.layers.Layer):
         if cache is not None:
             start = cache_update_index
             key_cache, value_cache = cache
-            key = ops.slice_update(key_cache, (0, start, 0, 0), ops.cast(key, key_cache.dtype))
-            value = ops.slice_update(
-                value_cache, (0, start, 0, 0), ops.cast(value, value_cache.dtype)
-            )
+            key = write_cache(key_cache, start, key)
+            value = write_cache(value_cache, start, value)
             cache = (key, value)
         if self.sliding_window is not None:
             attention_mask = self._window(attention_mask, start)
-        attended = self.attention_output(
-            self._attend(query, key, value, attention_mask, training)
+        attended = invoke(
+            self.attention_output, self._attend(query, key, value, attention_mask, training)
         )
         return attended if cache is None else (attended, cache)
 
@@ -165,7 +166,7 @@ class CachedAttention(keras.layers.Layer):
         mask = ops.cast(attention_mask, "bool")[:, None, None, :, :]
         scores = ops.where(mask, scores, _MASKED)
         weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-        weights = self.dropout_layer(weights, training=training)
+        weights = invoke(self.dropout_layer, weights, training=training)
         out = ops.einsum("bkgts,bskh->btkgh", weights, ops.cast(value, weights.dtype))
         return ops.reshape(out, (batch, length, self.num_query_heads, self.head_dim))
 

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_lm.layers.attention import CachedAttention
+from keras_lm.layers.direct_call import invoke
 from keras_lm.layers.feedforward import FeedForward
 from keras_lm.layers.normalization import Normalization
 
@@ -125,8 +126,9 @@ class DecoderBlock(keras.layers.Layer):
             if padding_mask is None:
                 padding_mask = ops.ones(ops.shape(x)[:2], "bool")
             attention_mask = causal_padding_mask(padding_mask, ops.shape(x)[1])
-        attended = self.attention(
-            self.pre_attention_norm(x),
+        attended = invoke(
+            self.attention,
+            invoke(self.pre_attention_norm, x),
             attention_mask=attention_mask,
             positions=positions,
             cache=cache,
@@ -136,12 +138,12 @@ class DecoderBlock(keras.layers.Layer):
         if cache is not None:
             attended, cache = attended
         if self.post_attention_norm_layer is not None:
-            attended = self.post_attention_norm_layer(attended)
-        x = x + self.dropout_layer(attended, training=training)
-        mlp = self.feedforward(self.pre_ffw_norm(x))
+            attended = invoke(self.post_attention_norm_layer, attended)
+        x = x + invoke(self.dropout_layer, attended, training=training)
+        mlp = invoke(self.feedforward, invoke(self.pre_ffw_norm, x))
         if self.post_ffw_norm_layer is not None:
-            mlp = self.post_ffw_norm_layer(mlp)
-        x = x + self.dropout_layer(mlp, training=training)
+            mlp = invoke(self.post_ffw_norm_layer, mlp)
+        x = x + invoke(self.dropout_layer, mlp, training=training)
         return x if cache is None else (x, cache)
 
     def get_config(self):

@@ -3,6 +3,9 @@
 import keras
 from keras import ops
 
+from keras_lm.layers.direct_call import invoke
+from keras_lm.layers.projection import Projection
+
 _ACTIVATIONS = {
     "gelu": lambda x: keras.activations.gelu(x, approximate=False),
     "gelu_approximate": lambda x: keras.activations.gelu(x, approximate=True),
@@ -42,7 +45,7 @@ class FeedForward(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _dense(self, units, name):
-        return keras.layers.EinsumDense(
+        return Projection(
             "btd,df->btf",
             output_shape=(None, units),
             bias_axes="f" if self.use_bias else None,
@@ -66,10 +69,10 @@ class FeedForward(keras.layers.Layer):
     def call(self, x):
         act = _ACTIVATIONS[self.activation]
         if self.gated:
-            hidden = act(self.gate(x)) * self.intermediate(x)
+            hidden = act(invoke(self.gate, x)) * invoke(self.intermediate, x)
         else:
-            hidden = act(self.intermediate(x))
-        return self.output_dense(ops.cast(hidden, self.compute_dtype))
+            hidden = act(invoke(self.intermediate, x))
+        return invoke(self.output_dense, ops.cast(hidden, self.compute_dtype))
 
     def get_config(self):
         config = super().get_config()

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_lm.layers.decoder_block import DecoderBlock
+from keras_lm.layers.direct_call import invoke
 from keras_lm.layers.embedding import PositionEmbedding, ReversibleEmbedding
 from keras_lm.layers.normalization import Normalization
 from keras_lm.models.backbone import Backbone
@@ -182,15 +183,16 @@ class DecoderBackbone(Backbone):
         `layer_intercept_fn(x, i)` may replace activations: i = -1 after the embedding, then
         0..num_layers-1 after each block.
         """
-        x = self._token_embedding(token_ids)
+        x = invoke(self._token_embedding, token_ids)
         if self.position_embedding is not None:
-            x = x + self.position_embedding(x, positions=positions)
-        x = self.embedding_dropout(x, training=training)
+            x = x + invoke(self.position_embedding, x, positions=positions)
+        x = invoke(self.embedding_dropout, x, training=training)
         if layer_intercept_fn is not None:
             x = layer_intercept_fn(x, -1)
         new_caches = [] if caches is not None else None
         for i, block in enumerate(self.transformer_layers):
-            out = block(
+            out = invoke(
+                block,
                 x,
                 padding_mask=padding_mask,
                 attention_mask=attention_mask,
@@ -206,11 +208,11 @@ class DecoderBackbone(Backbone):
                 new_caches.append(cache)
             if layer_intercept_fn is not None:
                 x = layer_intercept_fn(x, i)
-        return self.final_norm(x), new_caches
+        return invoke(self.final_norm, x), new_caches
 
     def logits(self, hidden_states):
         """Vocabulary logits for hidden states (tied or separate head, final soft-cap)."""
-        return self._token_embedding(hidden_states, reverse=True)
+        return invoke(self._token_embedding, hidden_states, reverse=True)
 
     def empty_cache(self, batch_size: int, capacity: int):
         """Zeroed per-layer `(keys, values)` of shape `[batch, capacity, kv_heads, head_dim]`."""
