@@ -98,12 +98,9 @@ SYSTEMS = [("keras_lm", "jax"), ("keras_lm", "torch"), ("keras_hub", "jax"),
            ("keras_hub", "torch"), ("transformers", "torch")]
 
 
-def available(system):
-    module = {"keras_lm": "keras_lm", "keras_hub": "keras_hub",
-              "transformers": "transformers"}[system]
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
+def available(python, system):
+    probe = f"import importlib.util as u, sys; sys.exit(u.find_spec({system!r}) is None)"
+    return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
 
 
 def main():
@@ -113,6 +110,9 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--keras-hub-python", default=sys.executable,
+                        help="Python with keras-hub installed (it pulls tensorflow-text, so a "
+                             "separate virtualenv is handy).")
     parser.add_argument("--system")
     parser.add_argument("--batch", type=int)
     args = parser.parse_args()
@@ -120,7 +120,9 @@ def main():
         return child(args)
     rows = []
     for system, backend in SYSTEMS:
-        if not available(system):
+        python = args.keras_hub_python if system == "keras_hub" else sys.executable
+        if not available(python, system):
+            print(f"{system} is not installed for {python}; skipped.", file=sys.stderr)
             continue
         for batch in args.batches:
             env = dict(os.environ, KERAS_BACKEND=backend)
@@ -128,7 +130,7 @@ def main():
                 env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                            XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={args.threads > 1} "
                            f"intra_op_parallelism_threads={args.threads}")
-            cmd = [sys.executable, __file__, "--system", system, "--batch", str(batch),
+            cmd = [python, __file__, "--system", system, "--batch", str(batch),
                    "--prompt", str(args.prompt), "--new-tokens", str(args.new_tokens),
                    "--repeats", str(args.repeats)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -5,25 +5,33 @@ from keras import ops
 
 from keras_lm.generation.buckets import cache_bucket
 from keras_lm.generation.engine import GenerationResult, scope
+from keras_lm.generation.processors import (
+    apply_processors,
+    initial_history,
+    needs_history,
+    update_history,
+)
 
 _NEG_INF = -1e9
 
 
-def _build_beam_loop(engine, sampler):
+def _build_beam_loop(engine, sampler, processors=()):
     variables = engine.model.variables
     num_beams = sampler.num_beams
 
-    def loop(model_values, sampler_values, state, stop_ids, max_new, left_pad, history):
-        batch_beams = ops.shape(history)[0]
+    def loop(model_values, sampler_values, state, stop_ids, max_new, left_pad, tokens):
+        batch_beams = ops.shape(tokens)[0]
         batch = batch_beams // num_beams
-        steps = ops.shape(history)[1]
+        steps = ops.shape(tokens)[1]
 
-        def cond(step, state, left_pad, history):
+        def cond(step, state, left_pad, tokens):
             return ops.logical_and(step < steps, ops.logical_not(ops.all(state["done"])))
 
-        def body(step, state, left_pad, history):
+        def body(step, state, left_pad, tokens):
             with scope(variables, model_values, sampler, sampler_values, engine.direct_calls()):
-                log_probs = ops.log_softmax(state["logits"] / sampler.temperature, axis=-1)
+                history = state.get("history")
+                logits = apply_processors(processors, state["logits"], history)
+                log_probs = ops.log_softmax(logits / sampler.temperature, axis=-1)
                 vocab = ops.shape(log_probs)[-1]
                 done = state["done"]
                 # A finished beam may only extend itself with a free padding token.
@@ -38,9 +46,9 @@ def _build_beam_loop(engine, sampler):
                 caches = [(ops.take(k, origin, axis=0), ops.take(v, origin, axis=0))
                           for k, v in state["caches"]]
                 was_done = ops.take(done, origin, axis=0)
-                history = ops.take(history, origin, axis=0)
-                history = ops.slice_update(
-                    history, (0, step), ops.where(was_done, -1, token)[:, None]
+                tokens = ops.take(tokens, origin, axis=0)
+                tokens = ops.slice_update(
+                    tokens, (0, step), ops.where(was_done, -1, token)[:, None]
                 )
                 count = state["count"] + 1
                 stopped = ops.any(token[:, None] == stop_ids[None, :], axis=-1)
@@ -51,7 +59,7 @@ def _build_beam_loop(engine, sampler):
                     token[:, None], positions[:, None], caches, state["index"], left_pad
                 )
                 logits = ops.cast(engine.backbone.logits(hidden[:, -1, :]), "float32")
-            state = {
+            new_state = {
                 "logits": logits,
                 "caches": caches,
                 "scores": ops.reshape(best, (-1,)),
@@ -60,11 +68,16 @@ def _build_beam_loop(engine, sampler):
                 "count": count,
                 "done": done,
             }
-            return step + 1, state, left_pad, history
+            if history is not None:
+                history = {k: ops.take(v, origin, axis=0) for k, v in history.items()}
+                new_state["history"] = update_history(
+                    history, token, ops.logical_not(was_done), vocab
+                )
+            return step + 1, new_state, left_pad, tokens
 
         zero = ops.convert_to_tensor(0, "int32")
-        _, state, _, history = ops.while_loop(cond, body, (zero, state, left_pad, history))
-        return state["scores"], history
+        _, state, _, tokens = ops.while_loop(cond, body, (zero, state, left_pad, tokens))
+        return state["scores"], tokens
 
     return loop
 
@@ -94,7 +107,15 @@ def beam_search(engine, request, sampler) -> GenerationResult:
         "count": ops.convert_to_tensor(0, "int32"),
         "done": ops.convert_to_tensor(np.repeat(max_new <= 0, num_beams)),
     }
-    loop = engine._function("beam", sampler, lambda s: _build_beam_loop(engine, s))
+    processors = list(request.processors)
+    if needs_history(processors):
+        vocab = int(ops.shape(logits)[-1])
+        prompts = [p for p in request.prompts for _ in range(num_beams)]
+        history = initial_history(prompts, vocab)
+        state["history"] = {k: ops.convert_to_tensor(v) for k, v in history.items()}
+    loop = engine._function(
+        "beam", sampler, lambda s, p=(): _build_beam_loop(engine, s, p), processors
+    )
     stop = np.array(list(request.stop_token_ids) or [-1], np.int32)
     history = np.full((batch * num_beams, steps), -1, np.int32)
     scores, history = loop(

@@ -6,9 +6,15 @@ from keras import ops
 
 from keras_lm.generation.buckets import cache_bucket
 from keras_lm.generation.engine import GenerationResult, scope
+from keras_lm.generation.processors import (
+    apply_processors,
+    initial_history,
+    needs_history,
+    update_history,
+)
 
 
-def _build_contrastive_loop(engine, sampler):
+def _build_contrastive_loop(engine, sampler, processors=()):
     variables = engine.model.variables
     k, alpha = sampler.k, sampler.alpha
 
@@ -21,7 +27,9 @@ def _build_contrastive_loop(engine, sampler):
 
         def body(step, state, out):
             with scope(variables, model_values, sampler, sampler_values, engine.direct_calls()):
-                probs = ops.softmax(state["logits"] / sampler.temperature, axis=-1)
+                history = state.get("history")
+                processed = apply_processors(processors, state["logits"], history)
+                probs = ops.softmax(processed / sampler.temperature, axis=-1)
                 top_probs, top_tokens = ops.top_k(probs, k=k)
                 expand = lambda x: ops.repeat(x, k, axis=0)  # noqa: E731
                 caches = [(expand(a), expand(b)) for a, b in state["caches"]]
@@ -54,7 +62,7 @@ def _build_contrastive_loop(engine, sampler):
                 valid = ops.slice_update(
                     state["valid"], (0, slot), ops.ones((batch, 1), "bool")
                 )
-                state = {
+                new_state = {
                     "logits": ops.take(logits, flat, axis=0),
                     "caches": [(ops.take(a, flat, axis=0), ops.take(b, flat, axis=0))
                                for a, b in caches],
@@ -65,7 +73,12 @@ def _build_contrastive_loop(engine, sampler):
                     "count": count,
                     "done": new_done,
                 }
-            return step + 1, state, out
+                if history is not None:
+                    vocab = ops.shape(logits)[-1]
+                    new_state["history"] = update_history(
+                        history, token, ops.logical_not(done), vocab
+                    )
+            return step + 1, new_state, out
 
         zero = ops.convert_to_tensor(0, "int32")
         _, state, out = ops.while_loop(cond, body, (zero, state, out))
@@ -98,7 +111,13 @@ def contrastive_search(engine, request, sampler) -> GenerationResult:
         "count": ops.convert_to_tensor(0, "int32"),
         "done": ops.convert_to_tensor(max_new <= 0),
     }
-    loop = engine._function("contrastive", sampler, lambda s: _build_contrastive_loop(engine, s))
+    processors = list(request.processors)
+    if needs_history(processors):
+        history = initial_history(request.prompts, int(ops.shape(logits)[-1]))
+        state["history"] = {k: ops.convert_to_tensor(v) for k, v in history.items()}
+    loop = engine._function(
+        "contrastive", sampler, lambda s, p=(): _build_contrastive_loop(engine, s, p), processors
+    )
     stop = np.array(list(request.stop_token_ids) or [-1], np.int32)
     out = loop(
         [v.value for v in sampler.variables],

@@ -13,6 +13,13 @@ from keras import ops
 
 from keras_lm.generation.buckets import cache_bucket, prompt_bucket
 from keras_lm.generation.compile import CompiledFunction, to_numpy
+from keras_lm.generation.processors import (
+    apply_processors,
+    initial_history,
+    needs_history,
+    update_history,
+)
+from keras_lm.generation.processors import cache_key as processor_cache_key
 from keras_lm.layers.direct_call import direct_layer_calls
 
 DEFAULT_CHUNK = 16
@@ -26,6 +33,7 @@ class GenerationRequest:
     max_new: np.ndarray  # [batch] tokens each row may add
     stop_token_ids: tuple = ()
     pad_token_id: int = 0
+    processors: list = field(default_factory=list)
 
 
 @dataclass
@@ -66,11 +74,12 @@ class GenerationEngine:
     def backbone(self):
         return self.model.backbone
 
-    def _function(self, kind, sampler, builder):
-        key = (kind, id(sampler))
+    def _function(self, kind, sampler, builder, processors=()):
+        key = (kind, id(sampler), processor_cache_key(processors))
         entry = self._compiled.get(key)
         if entry is None or entry[0] is not sampler:
-            entry = (sampler, CompiledFunction(builder(sampler), self.model.variables))
+            function = builder(sampler, list(processors)) if processors else builder(sampler)
+            entry = (sampler, CompiledFunction(function, self.model.variables))
             self._compiled[key] = entry
         return entry[1]
 
@@ -132,22 +141,22 @@ class GenerationEngine:
         return prefill(sampler_values, *args, caches)
 
     # -- token samplers (greedy, random, top-k, top-p, custom) --------------------------------
-    def _build_chunk(self, sampler):
+    def _build_chunk(self, sampler, processors=()):
         variables = self.model.variables
+        direct = self.direct_calls()
 
         def chunk(model_values, sampler_values, state, stop_ids, max_new, left_pad, out):
-            tokens_out, log_probs_out = out
-
             def cond(step, state, sampler_values, tokens_out, log_probs_out):
                 steps = ops.shape(tokens_out)[1]
                 return ops.logical_and(step < steps, ops.logical_not(ops.all(state["done"])))
 
-            direct = self.direct_calls()
-
             def body(step, state, sampler_values, tokens_out, log_probs_out):
                 with scope(variables, model_values, sampler, sampler_values, direct) as s:
                     logits = state["logits"]
-                    token = sampler.next_token_from_logits(logits)
+                    history = state.get("history")
+                    token = sampler.next_token_from_logits(
+                        apply_processors(processors, logits, history)
+                    )
                     done = state["done"]
                     token = ops.where(done, ops.zeros_like(token), token)
                     log_prob = ops.take_along_axis(
@@ -160,7 +169,7 @@ class GenerationEngine:
                         token[:, None], state["positions"][:, None], state["caches"],
                         state["index"], left_pad,
                     )
-                    logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
+                    new_logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
                     new_sampler_values = [
                         _current(s, v, old)
                         for v, old in zip(sampler.variables, sampler_values, strict=True)
@@ -168,16 +177,22 @@ class GenerationEngine:
                 kept = ops.where(done, -1, token)
                 tokens_out = ops.slice_update(tokens_out, (0, step), kept[:, None])
                 log_probs_out = ops.slice_update(log_probs_out, (0, step), log_prob[:, None])
-                state = {
-                    "logits": logits,
+                new_state = {
+                    "logits": new_logits,
                     "caches": caches,
                     "index": state["index"] + 1,
                     "positions": state["positions"] + 1,
                     "count": count,
                     "done": new_done,
                 }
-                return step + 1, state, new_sampler_values, tokens_out, log_probs_out
+                if history is not None:
+                    vocab = ops.shape(logits)[-1]
+                    new_state["history"] = update_history(
+                        history, token, ops.logical_not(done), vocab
+                    )
+                return step + 1, new_state, new_sampler_values, tokens_out, log_probs_out
 
+            tokens_out, log_probs_out = out
             loop = ops.while_loop(
                 cond,
                 body,
@@ -189,11 +204,13 @@ class GenerationEngine:
 
         return chunk
 
-    def iterate(self, request: GenerationRequest, sampler, chunk_size: int = DEFAULT_CHUNK):
+    def iterate(self, request: GenerationRequest, sampler, chunk_size: int = DEFAULT_CHUNK,
+                control: "DecodeControl | None" = None):
         """Yield `(tokens [batch, n], log_probs [batch, n])` numpy chunks; -1 marks finished rows.
 
         The cache starts just big enough for the prompt plus one chunk and doubles as needed,
-        so per-token cost follows the current length, not the requested maximum.
+        so per-token cost follows the current length, not the requested maximum. Rows set in
+        `control.stopped` between chunks (stop strings, a closed stream) stop decoding.
         """
         token_ids, positions, left_pad, lengths = self.prepare(request)
         batch, width = token_ids.shape
@@ -212,7 +229,12 @@ class GenerationEngine:
             "count": ops.convert_to_tensor(0, "int32"),
             "done": ops.convert_to_tensor(max_new <= 0),
         }
-        chunk = self._function("chunk", sampler, self._build_chunk)
+        processors = list(request.processors)
+        if needs_history(processors):
+            vocab = int(ops.shape(logits)[-1])
+            history = initial_history(request.prompts, vocab)
+            state["history"] = {k: ops.convert_to_tensor(v) for k, v in history.items()}
+        chunk = self._function("chunk", sampler, self._build_chunk, processors)
         sampler_values = [v.value for v in sampler.variables]
         left_pad_t = ops.convert_to_tensor(left_pad, "int32")
         max_new_t = ops.convert_to_tensor(max_new, "int32")
@@ -220,23 +242,25 @@ class GenerationEngine:
         produced = 0
         index = width
         while produced < total_steps:
+            if control is not None and control.stopped.any():
+                stopped = ops.convert_to_tensor(control.stopped)
+                state["done"] = ops.logical_or(state["done"], stopped)
             # Every chunk has the same length (one compiled shape); the loop leaves early once
             # every row is done, so only the steps that remain are ever written to the cache.
             remaining = min(chunk_size, total_steps - produced)
             if index + remaining > capacity:
                 capacity = cache_bucket(index + remaining)
                 state["caches"] = _grow(state["caches"], capacity)
-            steps = chunk_size
             out = (
-                ops.full((batch, steps), -1, "int32"),
-                ops.zeros((batch, steps), "float32"),
+                ops.full((batch, chunk_size), -1, "int32"),
+                ops.zeros((batch, chunk_size), "float32"),
             )
             state, sampler_values, tokens, log_probs = chunk(
                 sampler_values, state, stop_t, max_new_t, left_pad_t, out
             )
             tokens, log_probs = to_numpy(tokens), to_numpy(log_probs)
-            produced += steps
-            index += steps
+            produced += chunk_size
+            index += chunk_size
             yield tokens, log_probs
             if bool(to_numpy(state["done"]).all()):
                 break
@@ -261,6 +285,13 @@ class GenerationEngine:
                 tokens[row].extend(chunk_tokens[row][keep].tolist())
                 log_probs[row].extend(chunk_log_probs[row][keep].tolist())
         return GenerationResult(tokens=tokens, log_probs=log_probs)
+
+
+class DecodeControl:
+    """Lets the consumer of `GenerationEngine.iterate` stop rows between chunks."""
+
+    def __init__(self, batch: int):
+        self.stopped = np.zeros((batch,), bool)
 
 
 def _current(stateless_scope, variable, old):

@@ -5,7 +5,10 @@ import numpy as np
 from keras import ops
 
 from keras_lm import samplers as samplers_lib
+from keras_lm.generation import controls
 from keras_lm.generation.engine import GenerationEngine, GenerationRequest
+from keras_lm.generation.processors import build_processors
+from keras_lm.generation.text import normalize_stop_strings
 from keras_lm.models.task import Task, is_batch_stream, is_raw_text, to_numpy_tree
 
 
@@ -81,6 +84,15 @@ class CausalLM(Task):
         *,
         max_new_tokens: int | None = None,
         sampler=None,
+        stop_strings=None,
+        stream: bool = False,
+        return_log_probs: bool = False,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        logit_bias: dict | None = None,
+        logits_processors: list | None = None,
     ):
         """Generate continuations of `inputs`.
 
@@ -91,14 +103,32 @@ class CausalLM(Task):
         tokenizer's end token), None, or ids; each row stops on its own. `sampler` overrides
         the compiled sampler for this call.
 
+        Our additions (keyword-only): `stop_strings` (one or more strings, each row stops after
+        the first one it produces; the text is cut right after it), `stream=True` (returns an
+        iterator of new text: a string per step for one prompt, a list per step for a batch),
+        `return_log_probs=True` (returns `(outputs, log_probs)`, the raw model log-probability
+        of each generated token per row), and logits processors usable with every sampler:
+        `min_p`, `repetition_penalty`, `presence_penalty`, `frequency_penalty`, `logit_bias`
+        (`{token_id: bias}`) and `logits_processors` (callables `(logits, context) -> logits`).
+
         Example:
         >>> lm.generate(["This is a", "Where are you"], max_length=30)  # doctest: +SKIP
+        >>> for piece in lm.generate("Once", max_new_tokens=50, stream=True,
+        ...                          stop_strings=["\\n\\n"]):  # doctest: +SKIP
+        ...     print(piece, end="")
         """
+        options = dict(
+            max_new_tokens=max_new_tokens, sampler=sampler, stop_strings=stop_strings,
+            min_p=min_p, repetition_penalty=repetition_penalty,
+            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+            logit_bias=logit_bias, logits_processors=logits_processors,
+        )
         if is_batch_stream(inputs):
+            if stream or return_log_probs:
+                raise ValueError("`stream` and `return_log_probs` take one batch, not a dataset.")
             outputs = [
                 self.generate(
-                    to_numpy_tree(batch), max_length, stop_token_ids, strip_prompt,
-                    max_new_tokens=max_new_tokens, sampler=sampler,
+                    to_numpy_tree(batch), max_length, stop_token_ids, strip_prompt, **options
                 )
                 for batch in inputs
             ]
@@ -153,12 +183,32 @@ class CausalLM(Task):
             max_new=limit.astype(np.int32),
             stop_token_ids=self._stop_ids(stop_token_ids),
             pad_token_id=self._pad_id(),
+            processors=build_processors(
+                min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias,
+                logits_processors,
+            ),
         )
-        result = self._engine.generate(request, sampler)
-        if result.beams is not None:
-            return self._format_beams(result, prompts, text_input, batched, strip_prompt)
-        width = max_length if max_length is not None else int((lengths + limit).max())
-        return self._format(prompts, result.tokens, width, text_input, batched, strip_prompt)
+        stops = normalize_stop_strings(stop_strings)
+        tokenizer = getattr(self.preprocessor, "tokenizer", None)
+        if (stops or stream) and tokenizer is None:
+            raise ValueError(
+                "`stop_strings` and `stream=True` need a preprocessor with a tokenizer."
+            )
+        if stream:
+            return controls.stream(self._engine, request, sampler, tokenizer, stops, batched)
+        tokens, log_probs, texts, beams = controls.decode(
+            self._engine, request, sampler, tokenizer, stops
+        )
+        if beams is not None:
+            outputs = self._format_beams(beams, prompts, text_input, batched, strip_prompt)
+        else:
+            width = max_length if max_length is not None else int((lengths + limit).max())
+            outputs = self._format(prompts, tokens, width, text_input, batched, strip_prompt,
+                                   texts)
+        if not return_log_probs:
+            return outputs
+        log_probs = controls.fill_log_probs(self, prompts, tokens, log_probs)
+        return outputs, (log_probs if batched else log_probs[0])
 
     def _check_position_budget(self, total_lengths):
         backbone = self.backbone
@@ -195,15 +245,17 @@ class CausalLM(Task):
         tokenizer = getattr(self.preprocessor, "tokenizer", None)
         return int(getattr(tokenizer, "pad_token_id", 0) or 0)
 
-    def _format(self, prompts, generated, width, text_input, batched, strip_prompt):
+    def _format(self, prompts, generated, width, text_input, batched, strip_prompt,
+                completions=None):
         pad = self._pad_id()
         rows = [list(g) if strip_prompt else list(p) + list(g) for p, g in
                 zip(prompts, generated, strict=True)]
         if text_input:
-            pre = self.preprocessor
-            texts = [pre.generate_postprocess(
-                {"token_ids": np.asarray(r, np.int32), "padding_mask": np.ones(len(r), bool)}
-            ) for r in rows]
+            if completions is not None:  # cut at stop strings, exactly
+                texts = [c if strip_prompt else self._text(p) + c
+                         for p, c in zip(prompts, completions, strict=True)]
+            else:
+                texts = [self._text(r) for r in rows]
             return texts if batched else texts[0]
         width = max([width] + [len(r) for r in rows])
         token_ids = np.full((len(rows), width), pad, dtype=np.int32)
@@ -213,15 +265,18 @@ class CausalLM(Task):
             padding_mask[i, : len(row)] = True
         return {"token_ids": token_ids, "padding_mask": padding_mask}
 
-    def _format_beams(self, result, prompts, text_input, batched, strip_prompt):
+    def _text(self, ids):
+        return self.preprocessor.generate_postprocess(
+            {"token_ids": np.asarray(ids, np.int32), "padding_mask": np.ones(len(ids), bool)}
+        )
+
+    def _format_beams(self, all_beams, prompts, text_input, batched, strip_prompt):
         outputs = []
-        for prompt, beams in zip(prompts, result.beams, strict=True):
+        for prompt, beams in zip(prompts, all_beams, strict=True):
             rows = [[int(t) for t in (ids if strip_prompt else list(prompt) + list(ids))]
                     for ids, _ in beams]
             if text_input:
-                rows = [self.preprocessor.generate_postprocess(
-                    {"token_ids": np.asarray(r, np.int32), "padding_mask": np.ones(len(r), bool)}
-                ) for r in rows]
+                rows = [self._text(r) for r in rows]
             outputs.append(rows)
         return outputs if batched else outputs[0]
 

@@ -1,0 +1,97 @@
+"""Generation with text-level controls: stop strings, streaming, returned log-probs."""
+
+import numpy as np
+from keras import ops
+
+from keras_lm.generation.engine import DecodeControl, GenerationRequest
+from keras_lm.generation.text import RowText
+
+STREAM_CHUNK = 4  # tokens per compiled chunk while streaming: small, so text flows steadily
+
+
+def _trackers(request, tokenizer):
+    special = {tokenizer.start_token_id, tokenizer.end_token_id} - {None}
+    return [RowText(tokenizer._decode, p, special) for p in request.prompts]
+
+
+def decode(engine, request: GenerationRequest, sampler, tokenizer=None, stop_strings=()):
+    """Generate; returns (tokens per row, log-probs per row, completion text per row or None,
+    beams or None). Rows stop at their first stop string (judged between chunks)."""
+    if sampler.strategy != "token":
+        result = engine.generate(request, sampler)
+        tokens, beams = result.tokens, result.beams
+        log_probs = [None] * len(tokens)
+    else:
+        tokens = [[] for _ in request.prompts]
+        log_probs = [[] for _ in request.prompts]
+        beams = None
+    texts = None
+    trackers = _trackers(request, tokenizer) if stop_strings else None
+    if sampler.strategy == "token":
+        control = DecodeControl(len(request.prompts))
+        for chunk_tokens, chunk_log_probs in engine.iterate(request, sampler, control=control):
+            for row in range(len(tokens)):
+                if control.stopped[row]:
+                    continue
+                keep = chunk_tokens[row] >= 0
+                tokens[row].extend(chunk_tokens[row][keep].tolist())
+                log_probs[row].extend(chunk_log_probs[row][keep].tolist())
+                if trackers is not None:
+                    trackers[row].extend(chunk_tokens[row][keep].tolist())
+                    if trackers[row].cut_at_stop(stop_strings):
+                        control.stopped[row] = True
+    elif trackers is not None:
+        for row, tracker in enumerate(trackers):
+            tracker.extend(tokens[row])
+            tracker.cut_at_stop(stop_strings)
+    if trackers is not None:
+        texts = []
+        for row, tracker in enumerate(trackers):
+            tokens[row] = tokens[row][: len(tracker.tokens)]
+            if log_probs[row] is not None:
+                log_probs[row] = log_probs[row][: len(tracker.tokens)]
+            texts.append(tracker.text)
+    return tokens, log_probs, texts, beams
+
+
+def fill_log_probs(causal_lm, prompts, tokens, log_probs):
+    """Log-probs (raw model distribution) of generated tokens, scoring rows that lack them."""
+    out = []
+    for prompt, row_tokens, row_log_probs in zip(prompts, tokens, log_probs, strict=True):
+        if row_log_probs is None:
+            row_log_probs = []
+            if row_tokens:
+                ids = np.asarray(list(prompt) + list(row_tokens), np.int32)[None]
+                logits = ops.convert_to_numpy(ops.cast(causal_lm.score(ids), "float32"))[0]
+                shifted = logits - logits.max(-1, keepdims=True)
+                log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+                start = len(prompt)
+                row_log_probs = [float(log_softmax[start + i - 1, t])
+                                 for i, t in enumerate(row_tokens)]
+        out.append(np.asarray(row_log_probs, np.float32))
+    return out
+
+
+def stream(engine, request: GenerationRequest, sampler, tokenizer, stop_strings, batched):
+    """Yield new text as it is generated: a string for one prompt, a list (one entry per row,
+    "" when a row has nothing new) for a batch. Partial UTF-8 characters are held back."""
+    if sampler.strategy != "token":
+        raise ValueError(
+            "`stream=True` needs a token-by-token sampler; beam and contrastive search decide "
+            "their text only at the end."
+        )
+    trackers = _trackers(request, tokenizer)
+    control = DecodeControl(len(request.prompts))
+    for chunk_tokens, _ in engine.iterate(request, sampler, STREAM_CHUNK, control=control):
+        pieces = []
+        for row, tracker in enumerate(trackers):
+            if not control.stopped[row]:
+                tracker.extend(chunk_tokens[row][chunk_tokens[row] >= 0].tolist())
+                if stop_strings and tracker.cut_at_stop(stop_strings):
+                    control.stopped[row] = True
+            pieces.append(tracker.take_new())
+        if any(pieces):
+            yield pieces if batched else pieces[0]
+    rest = [tracker.text[tracker.emitted:] for tracker in trackers]
+    if any(rest):
+        yield rest if batched else rest[0]
