@@ -93,3 +93,19 @@ def test_mixed_bfloat16_keeps_float32_variables(gpt2_preset):
     low = keras.ops.convert_to_numpy(keras.ops.cast(lm.score(ids), "float32"))
     high = keras.ops.convert_to_numpy(reference.score(ids))
     np.testing.assert_allclose(low, high, atol=0.1)
+
+
+def test_int8_quantization_keeps_outputs_close(gpt2_lm):
+    import warnings
+
+    ids = np.array([[0, 5, 6, 7, 8]])
+    before = keras.ops.convert_to_numpy(gpt2_lm.score(ids))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns for layers without weights to quantize
+        gpt2_lm.quantize("int8")
+    kernel = gpt2_lm.backbone.get_layer("transformer_layer_0").attention.query._kernel
+    assert keras.backend.standardize_dtype(kernel.dtype) == "int8"
+    after = keras.ops.convert_to_numpy(gpt2_lm.score(ids))
+    assert np.abs(after - before).max() < 0.05 * np.abs(before).max()
+    out = gpt2_lm.generate("the quick", max_length=12, sampler="greedy")
+    assert out.startswith("the quick")

@@ -36,6 +36,11 @@ class Projection(keras.layers.EinsumDense):
         self._kernel_rows = math.prod(kernel_shape[: len(contracted)]) if kernel_shape else None
         self._kernel_out_shape = kernel_shape[len(contracted):] if kernel_shape else None
 
+    def quantize(self, mode=None, type_check=True, config=None):
+        # EinsumDense refuses subclasses unless `type_check=False`; our float path differs
+        # from EinsumDense's only in speed, so its quantized paths apply unchanged.
+        super().quantize(mode, type_check=False, config=config)
+
     def call(self, inputs, training=None):
         if self._kernel_rows is None:
             return super().call(inputs, training=training)
