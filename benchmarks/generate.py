@@ -110,6 +110,8 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cpus", default=None,
+                        help="Pin every system to these CPUs with taskset, e.g. 0.")
     parser.add_argument("--keras-hub-python", default=sys.executable,
                         help="Python with keras-hub installed (it pulls tensorflow-text, so a "
                              "separate virtualenv is handy).")
@@ -133,6 +135,8 @@ def main():
             cmd = [python, __file__, "--system", system, "--batch", str(batch),
                    "--prompt", str(args.prompt), "--new-tokens", str(args.new_tokens),
                    "--repeats", str(args.repeats)]
+            if args.cpus is not None:
+                cmd = ["taskset", "-c", args.cpus] + cmd
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if out.returncode != 0:
                 print(f"{system}/{backend} b{batch} failed:\n{out.stderr[-2000:]}",
@@ -143,7 +147,8 @@ def main():
             rows.append((system, backend, batch, result["first_s"], tps, result["rss_mb"]))
     ours = {(b, k): t for s, k, b, _, t, _ in rows if s == "keras_lm"}
     print(f"GPT-2 124M shape, fp32 random weights, prompt {args.prompt}, "
-          f"{args.new_tokens} new tokens, greedy, threads={args.threads or 'default'}")
+          f"{args.new_tokens} new tokens, greedy, threads={args.threads or 'default'}, "
+          f"cpus={args.cpus or 'all'}")
     print(f"{'system':14s} {'backend':8s} {'batch':>5s} {'first s':>8s} {'tok/s':>8s} "
           f"{'RSS MB':>8s} {'ours(jax)/this':>15s}")
     for system, backend, batch, first, tps, rss in rows:
