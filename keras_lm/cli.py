@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--sampler", default=None,
                      help="greedy, random, top_k, top_p, beam or contrastive.")
     gen.add_argument("--dtype", default=None, help="e.g. float32, bfloat16.")
+    gen.add_argument("--stop", action="append", default=None,
+                     help="Stop string (repeatable); each prompt stops after the first one.")
+    gen.add_argument("--stream", action="store_true",
+                     help="Print text as it is generated (one prompt at a time).")
 
     sub.add_parser("presets", help="List built-in preset names.")
 
@@ -73,11 +77,18 @@ def _generate(args, keras_lm) -> int:
     max_length = args.max_length
     if max_length is None and args.max_new_tokens is None:
         max_length = 32
-    outputs = lm.generate(args.prompts, max_length=max_length,
-                          max_new_tokens=args.max_new_tokens)
+    options = dict(max_length=max_length, max_new_tokens=args.max_new_tokens,
+                   stop_strings=args.stop)
+    if args.stream:
+        for prompt in args.prompts:
+            print(prompt, end="", flush=True)
+            for piece in lm.generate(prompt, stream=True, **options):
+                print(piece, end="", flush=True)
+            print()
+    else:
+        for text in lm.generate(args.prompts, **options):
+            print(text)
     done = time.perf_counter()
-    for text in outputs:
-        print(text)
     print(f"[loaded in {loaded - start:.1f}s, generated in {done - loaded:.1f}s "
           f"on {os.environ.get('KERAS_BACKEND')}]", file=sys.stderr)
     return 0

@@ -28,3 +28,20 @@ def test_convert_and_presets(hf_gpt2, tmp_path, capsys):
                       keras_lm.models.GPT2CausalLM)
     assert main(["presets"]) == 0
     assert "gpt2_base_en" in capsys.readouterr().out
+
+
+def test_stream_and_stop(gpt2_preset, capsys):
+    assert main(["generate", "the quick", "--preset", gpt2_preset, "--max-length", "16",
+                 "--sampler", "greedy"]) == 0
+    full = capsys.readouterr().out.rstrip("\n")
+    assert main(["generate", "the quick", "--preset", gpt2_preset, "--max-length", "16",
+                 "--sampler", "greedy", "--stream"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == full
+    completion = full[len("the quick"):]
+    if len(completion) < 4:
+        return
+    stop = completion[2:4]
+    assert main(["generate", "the quick", "--preset", gpt2_preset, "--max-length", "16",
+                 "--sampler", "greedy", "--stop", stop]) == 0
+    out = capsys.readouterr().out.rstrip("\n")
+    assert out.endswith(stop) and len(out) <= len(full)

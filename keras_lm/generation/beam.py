@@ -4,13 +4,8 @@ import numpy as np
 from keras import ops
 
 from keras_lm.generation.buckets import cache_bucket
-from keras_lm.generation.engine import GenerationResult, scope
-from keras_lm.generation.processors import (
-    apply_processors,
-    initial_history,
-    needs_history,
-    update_history,
-)
+from keras_lm.generation.engine import GenerationResult, carry_history, finished_rows, scope
+from keras_lm.generation.processors import apply_processors, initial_history, needs_history
 
 _NEG_INF = -1e9
 
@@ -51,9 +46,8 @@ def _build_beam_loop(engine, sampler, processors=()):
                     tokens, (0, step), ops.where(was_done, -1, token)[:, None]
                 )
                 count = state["count"] + 1
-                stopped = ops.any(token[:, None] == stop_ids[None, :], axis=-1)
                 row_max_new = ops.repeat(max_new, num_beams, axis=0)
-                done = ops.logical_or(was_done, ops.logical_or(stopped, count >= row_max_new))
+                done = finished_rows(was_done, token, count, stop_ids, row_max_new)
                 positions = ops.take(state["positions"], origin, axis=0)
                 hidden, caches = engine.forward_step(
                     token[:, None], positions[:, None], caches, state["index"], left_pad
@@ -70,9 +64,7 @@ def _build_beam_loop(engine, sampler, processors=()):
             }
             if history is not None:
                 history = {k: ops.take(v, origin, axis=0) for k, v in history.items()}
-                new_state["history"] = update_history(
-                    history, token, ops.logical_not(was_done), vocab
-                )
+            carry_history(new_state, history, token, was_done, vocab)
             return step + 1, new_state, left_pad, tokens
 
         zero = ops.convert_to_tensor(0, "int32")

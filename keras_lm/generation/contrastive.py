@@ -5,13 +5,8 @@ import numpy as np
 from keras import ops
 
 from keras_lm.generation.buckets import cache_bucket
-from keras_lm.generation.engine import GenerationResult, scope
-from keras_lm.generation.processors import (
-    apply_processors,
-    initial_history,
-    needs_history,
-    update_history,
-)
+from keras_lm.generation.engine import GenerationResult, carry_history, finished_rows, scope
+from keras_lm.generation.processors import apply_processors, initial_history, needs_history
 
 
 def _build_contrastive_loop(engine, sampler, processors=()):
@@ -54,8 +49,7 @@ def _build_contrastive_loop(engine, sampler, processors=()):
                 done = state["done"]
                 out = ops.slice_update(out, (0, step), ops.where(done, -1, token)[:, None])
                 count = state["count"] + 1
-                stopped = ops.any(token[:, None] == stop_ids[None, :], axis=-1)
-                new_done = ops.logical_or(done, ops.logical_or(stopped, count >= max_new))
+                new_done = finished_rows(done, token, count, stop_ids, max_new)
                 chosen_hidden = ops.take(ops.reshape(cand, (batch * k, -1)), flat, axis=0)
                 slot = state["index"]
                 past = ops.slice_update(past, (0, slot, 0), chosen_hidden[:, None, :])
@@ -73,11 +67,7 @@ def _build_contrastive_loop(engine, sampler, processors=()):
                     "count": count,
                     "done": new_done,
                 }
-                if history is not None:
-                    vocab = ops.shape(logits)[-1]
-                    new_state["history"] = update_history(
-                        history, token, ops.logical_not(done), vocab
-                    )
+                carry_history(new_state, history, token, done, ops.shape(logits)[-1])
             return step + 1, new_state, out
 
         zero = ops.convert_to_tensor(0, "int32")

@@ -3,6 +3,8 @@
 import numpy as np
 from keras import ops
 
+from keras_lm.generation.beam import beam_search
+from keras_lm.generation.contrastive import contrastive_search
 from keras_lm.generation.engine import DecodeControl, GenerationRequest
 from keras_lm.generation.text import RowText
 
@@ -18,7 +20,8 @@ def decode(engine, request: GenerationRequest, sampler, tokenizer=None, stop_str
     """Generate; returns (tokens per row, log-probs per row, completion text per row or None,
     beams or None). Rows stop at their first stop string (judged between chunks)."""
     if sampler.strategy != "token":
-        result = engine.generate(request, sampler)
+        search = beam_search if sampler.strategy == "beam" else contrastive_search
+        result = search(engine, request, sampler)
         tokens, beams = result.tokens, result.beams
         log_probs = [None] * len(tokens)
     else:

@@ -55,6 +55,19 @@ def scope(model_variables, model_values, sampler, sampler_values, direct=True):
         yield stateless
 
 
+def finished_rows(done, token, count, stop_ids, max_new):
+    """Rows done after emitting `token` as their `count`-th new token."""
+    stopped = ops.any(token[:, None] == stop_ids[None, :], axis=-1)
+    return ops.logical_or(done, ops.logical_or(stopped, count >= max_new))
+
+
+def carry_history(new_state, history, token, done, vocab):
+    """Count `token` in the processors' history for rows that were still running."""
+    if history is not None:
+        new_state["history"] = update_history(history, token, ops.logical_not(done), vocab)
+    return new_state
+
+
 def attention_mask(capacity, index, num_queries, left_pad):
     """`[batch, queries, capacity]`: a query at slot `index + t` sees slots in [pad, index + t]."""
     slots = ops.arange(capacity, dtype="int32")[None, None, :]
@@ -163,8 +176,7 @@ class GenerationEngine:
                         ops.log_softmax(logits, axis=-1), token[:, None], axis=-1
                     )[:, 0]
                     count = state["count"] + 1
-                    stopped = ops.any(token[:, None] == stop_ids[None, :], axis=-1)
-                    new_done = ops.logical_or(done, ops.logical_or(stopped, count >= max_new))
+                    new_done = finished_rows(done, token, count, stop_ids, max_new)
                     hidden, caches = self.forward_step(
                         token[:, None], state["positions"][:, None], state["caches"],
                         state["index"], left_pad,
@@ -185,11 +197,7 @@ class GenerationEngine:
                     "count": count,
                     "done": new_done,
                 }
-                if history is not None:
-                    vocab = ops.shape(logits)[-1]
-                    new_state["history"] = update_history(
-                        history, token, ops.logical_not(done), vocab
-                    )
+                carry_history(new_state, history, token, done, ops.shape(logits)[-1])
                 return step + 1, new_state, new_sampler_values, tokens_out, log_probs_out
 
             tokens_out, log_probs_out = out
@@ -266,25 +274,6 @@ class GenerationEngine:
                 break
         for variable, value in zip(sampler.variables, sampler_values, strict=True):
             variable.assign(value)
-
-    def generate(self, request: GenerationRequest, sampler, chunk_size=DEFAULT_CHUNK):
-        if sampler.strategy == "beam":
-            from keras_lm.generation.beam import beam_search
-
-            return beam_search(self, request, sampler)
-        if sampler.strategy == "contrastive":
-            from keras_lm.generation.contrastive import contrastive_search
-
-            return contrastive_search(self, request, sampler)
-        batch = len(request.prompts)
-        tokens = [[] for _ in range(batch)]
-        log_probs = [[] for _ in range(batch)]
-        for chunk_tokens, chunk_log_probs in self.iterate(request, sampler, chunk_size):
-            for row in range(batch):
-                keep = chunk_tokens[row] >= 0
-                tokens[row].extend(chunk_tokens[row][keep].tolist())
-                log_probs[row].extend(chunk_log_probs[row][keep].tolist())
-        return GenerationResult(tokens=tokens, log_probs=log_probs)
 
 
 class DecodeControl:

@@ -1,5 +1,7 @@
 """Conversion maps as data, and the one loader that applies and checks them."""
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,7 +33,12 @@ def apply_conversion(model, checkpoint, conversion: ConversionMap, source: str =
     variables = weight_variables(model)
     available = set(checkpoint.keys())
     assigned, used = set(), set()
-    for path, key, transform in conversion.rows:
+    rows = conversion.rows
+    if len(rows) >= 50 and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        rows = tqdm(rows, desc=f"Loading {os.path.basename(source) or 'weights'}", unit="tensor")
+    for path, key, transform in rows:
         if path not in variables:
             raise ValueError(f"Conversion map names unknown variable {path!r}")
         if key not in available:
