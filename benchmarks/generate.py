@@ -1,4 +1,5 @@
-"""Generation speed: keras_lm vs keras-hub vs transformers on the same random GPT-2 shape.
+"""Generation speed: keras_lm vs keras-hub vs transformers on the same random model shape
+(GPT-2 124M, or a Llama-style 110M with `--model llama`).
 
 Each system runs in its own process (same thread settings), greedy, fp32, random weights.
 Run: python benchmarks/generate.py [--threads 1] [--new-tokens 64] [--batches 1 8]
@@ -13,8 +14,11 @@ import subprocess
 import sys
 import time
 
-GPT2_124M = dict(vocabulary_size=50257, num_layers=12, num_heads=12, hidden_dim=768,
-                 intermediate_dim=3072, max_sequence_length=1024)
+# Random-weight shapes; the same numbers go to every library.
+SHAPES = {
+    "gpt2": dict(vocab=50257, layers=12, heads=12, kv_heads=12, hidden=768, inner=3072),
+    "llama": dict(vocab=32000, layers=12, heads=12, kv_heads=12, hidden=768, inner=2048),
+}
 
 
 def prompt_ids(batch, length, vocab, seed=0):
@@ -23,50 +27,88 @@ def prompt_ids(batch, length, vocab, seed=0):
     return np.random.default_rng(seed).integers(1, vocab, size=(batch, length)).astype("int32")
 
 
-def run_keras_lm(batch, prompt_len, new_tokens, repeats):
-    import numpy as np
-
+def build_keras_lm(model, s):
     import keras_lm
 
-    backbone = keras_lm.models.GPT2Backbone(**GPT2_124M)
-    lm = keras_lm.models.GPT2CausalLM(backbone=backbone)
+    if model == "gpt2":
+        backbone = keras_lm.models.GPT2Backbone(
+            s["vocab"], s["layers"], s["heads"], s["hidden"], s["inner"],
+            max_sequence_length=1024)
+        return keras_lm.models.GPT2CausalLM(backbone=backbone)
+    backbone = keras_lm.models.LlamaBackbone(
+        s["vocab"], s["layers"], s["heads"], s["hidden"], s["inner"], s["kv_heads"],
+        tie_word_embeddings=True)
+    return keras_lm.models.LlamaCausalLM(backbone=backbone)
+
+
+def build_keras_hub(model, s):
+    import keras_hub
+
+    if model == "gpt2":
+        backbone = keras_hub.models.GPT2Backbone(
+            s["vocab"], s["layers"], s["heads"], s["hidden"], s["inner"],
+            max_sequence_length=1024)
+        return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=s["vocab"], num_layers=s["layers"], num_query_heads=s["heads"],
+        hidden_dim=s["hidden"], intermediate_dim=s["inner"], num_key_value_heads=s["kv_heads"],
+        tie_word_embeddings=True)
+    return keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+
+
+def build_transformers(model, s):
+    import transformers
+
+    if model == "gpt2":
+        config = transformers.GPT2Config(vocab_size=s["vocab"], n_layer=s["layers"],
+                                         n_head=s["heads"], n_embd=s["hidden"],
+                                         n_inner=s["inner"], n_positions=1024)
+        return transformers.GPT2LMHeadModel(config).eval()
+    config = transformers.LlamaConfig(
+        vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["inner"],
+        num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv_heads"], tie_word_embeddings=True)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def run_keras_lm(model, batch, prompt_len, new_tokens, repeats):
+    import numpy as np
+
+    s = SHAPES[model]
+    lm = build_keras_lm(model, s)
     lm.compile(sampler="greedy")
-    ids = prompt_ids(batch, prompt_len, GPT2_124M["vocabulary_size"])
+    ids = prompt_ids(batch, prompt_len, s["vocab"])
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
     return _time(lambda: lm.generate(x, max_new_tokens=new_tokens, stop_token_ids=None),
                  repeats)
 
 
-def run_keras_hub(batch, prompt_len, new_tokens, repeats):
-    import keras_hub
+def run_keras_hub(model, batch, prompt_len, new_tokens, repeats):
     import numpy as np
 
-    backbone = keras_hub.models.GPT2Backbone(**GPT2_124M)
-    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    s = SHAPES[model]
+    lm = build_keras_hub(model, s)
     lm.compile(sampler="greedy")
     total = prompt_len + new_tokens
     ids = np.zeros((batch, total), "int32")
-    ids[:, :prompt_len] = prompt_ids(batch, prompt_len, GPT2_124M["vocabulary_size"])
+    ids[:, :prompt_len] = prompt_ids(batch, prompt_len, s["vocab"])
     mask = np.zeros((batch, total), bool)
     mask[:, :prompt_len] = True
     x = {"token_ids": ids, "padding_mask": mask}
     return _time(lambda: lm.generate(x, stop_token_ids=None), repeats)
 
 
-def run_transformers(batch, prompt_len, new_tokens, repeats):
+def run_transformers(model, batch, prompt_len, new_tokens, repeats):
     import torch
-    import transformers
 
-    config = transformers.GPT2Config(vocab_size=GPT2_124M["vocabulary_size"], n_layer=12,
-                                     n_head=12, n_embd=768, n_positions=1024)
-    model = transformers.GPT2LMHeadModel(config).eval()
-    ids = torch.tensor(prompt_ids(batch, prompt_len, GPT2_124M["vocabulary_size"]),
-                       dtype=torch.long)
+    s = SHAPES[model]
+    reference = build_transformers(model, s)
+    ids = torch.tensor(prompt_ids(batch, prompt_len, s["vocab"]), dtype=torch.long)
 
     def call():
         with torch.no_grad():
-            model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                           do_sample=False, pad_token_id=0)
+            reference.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                               do_sample=False, pad_token_id=0)
 
     return _time(call, repeats)
 
@@ -89,7 +131,8 @@ RUNNERS = {"keras_lm": run_keras_lm, "keras_hub": run_keras_hub,
 
 
 def child(args):
-    first, warm = RUNNERS[args.system](args.batch, args.prompt, args.new_tokens, args.repeats)
+    first, warm = RUNNERS[args.system](args.model, args.batch, args.prompt, args.new_tokens,
+                                       args.repeats)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"first_s": first, "warm_s": warm, "rss_mb": rss_mb}))
 
@@ -105,6 +148,7 @@ def available(python, system):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", choices=sorted(SHAPES), default="gpt2")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -133,7 +177,8 @@ def main():
                            XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={args.threads > 1} "
                            f"intra_op_parallelism_threads={args.threads}")
             cmd = [python, __file__, "--system", system, "--batch", str(batch),
-                   "--prompt", str(args.prompt), "--new-tokens", str(args.new_tokens),
+                   "--model", args.model, "--prompt", str(args.prompt),
+                   "--new-tokens", str(args.new_tokens),
                    "--repeats", str(args.repeats)]
             if args.cpus is not None:
                 cmd = ["taskset", "-c", args.cpus] + cmd
@@ -146,7 +191,7 @@ def main():
             tps = batch * args.new_tokens / result["warm_s"]
             rows.append((system, backend, batch, result["first_s"], tps, result["rss_mb"]))
     ours = {(b, k): t for s, k, b, _, t, _ in rows if s == "keras_lm"}
-    print(f"GPT-2 124M shape, fp32 random weights, prompt {args.prompt}, "
+    print(f"{args.model} shape {SHAPES[args.model]}, fp32 random weights, prompt {args.prompt}, "
           f"{args.new_tokens} new tokens, greedy, threads={args.threads or 'default'}, "
           f"cpus={args.cpus or 'all'}")
     print(f"{'system':14s} {'backend':8s} {'batch':>5s} {'first s':>8s} {'tok/s':>8s} "

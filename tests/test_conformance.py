@@ -19,7 +19,17 @@ def gpt2_case():
     ), dict(dropout=0.25, max_sequence_length=80, intermediate_dim=20, num_heads=4)
 
 
-FAMILIES = {"gpt2": gpt2_case}
+def llama_case():
+    return keras_lm.models.LlamaBackbone, keras_lm.models.LlamaCausalLM, dict(
+        vocabulary_size=VOCAB, num_layers=2, num_query_heads=4, num_key_value_heads=2,
+        hidden_dim=16, intermediate_dim=24,
+    ), dict(dropout=0.25, tie_word_embeddings=True, rope_max_wavelength=500.0,
+            layer_norm_epsilon=1e-5, rope_frequency_adjustment_factor=8.0,
+            rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+            rope_pretraining_sequence_length=64)
+
+
+FAMILIES = {"gpt2": gpt2_case, "llama": llama_case}
 
 
 @pytest.fixture(params=sorted(FAMILIES))

@@ -44,6 +44,16 @@ class ReversibleEmbedding(keras.layers.Embedding):
                 initializer=self.embeddings_initializer,
             )
 
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built and not self.tie_weights:
+            store["reverse_embeddings"] = self.reverse_embeddings
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if not self.tie_weights:
+            self.reverse_embeddings.assign(store["reverse_embeddings"])
+
     def call(self, inputs, reverse: bool = False):
         if not reverse:
             x = super().call(inputs)

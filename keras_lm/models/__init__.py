@@ -9,6 +9,12 @@ from keras_lm.models.gpt2 import (
     GPT2CausalLMPreprocessor,
     GPT2Tokenizer,
 )
+from keras_lm.models.llama import (
+    LlamaBackbone,
+    LlamaCausalLM,
+    LlamaCausalLMPreprocessor,
+    LlamaTokenizer,
+)
 from keras_lm.models.preprocessor import Preprocessor
 from keras_lm.models.task import Task
 from keras_lm.tokenizers.tokenizer import Tokenizer
@@ -21,6 +27,10 @@ __all__ = [
     "GPT2CausalLM",
     "GPT2CausalLMPreprocessor",
     "GPT2Tokenizer",
+    "LlamaBackbone",
+    "LlamaCausalLM",
+    "LlamaCausalLMPreprocessor",
+    "LlamaTokenizer",
     "Preprocessor",
     "Task",
     "Tokenizer",
