@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    # Keras uses TensorFlow's file system helpers when TF is installed; keep its logs quiet.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     import keras_lm

@@ -10,13 +10,17 @@ DEMO_WORDS = (
 ).split()
 
 
-def byte_level_vocabulary(words) -> tuple[dict, list]:
-    """`(vocabulary, merges)`: every byte symbol, `<|endoftext|>` (id 0), and each word with and
-    without a leading space as a whole token, built by left-to-right merges."""
+def byte_level_vocabulary(words, ascii_only: bool = False) -> tuple[dict, list]:
+    """`(vocabulary, merges)`: every byte symbol (or only printable ASCII, space and newline
+    with `ascii_only`, so a random model cannot emit broken UTF-8), `<|endoftext|>` (id 0),
+    and each word with and without a leading space as a whole token."""
     from tokenizers.pre_tokenizers import ByteLevel
 
     vocab = {"<|endoftext|>": 0}
-    for symbol in sorted(ByteLevel.alphabet()):
+    symbols = sorted(ByteLevel.alphabet())
+    if ascii_only:
+        symbols = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"]
+    for symbol in symbols:
         vocab[symbol] = len(vocab)
     merges = []
     for word in words:
@@ -36,7 +40,7 @@ def demo_tokenizer():
     """A GPT-2 tokenizer over `byte_level_vocabulary(DEMO_WORDS)`."""
     from keras_lm.models.gpt2 import GPT2Tokenizer
 
-    vocab, merges = byte_level_vocabulary(DEMO_WORDS)
+    vocab, merges = byte_level_vocabulary(DEMO_WORDS, ascii_only=True)
     return GPT2Tokenizer(vocabulary=vocab, merges=merges)
 
 
@@ -47,7 +51,7 @@ def build_demo_preset(path: str, seed: int = 0) -> str:
     >>> build_demo_preset("/tmp/keras_lm_demo")  # doctest: +SKIP
     """
     if os.path.isfile(os.path.join(path, "task.json")):
-        return path
+        return path  # built by an earlier run (same seed, same model)
     from keras_lm.models.gpt2 import GPT2Backbone, GPT2CausalLM, GPT2CausalLMPreprocessor
 
     keras.utils.set_random_seed(seed)
