@@ -77,9 +77,6 @@ class LlamaBackbone(DecoderBackbone):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.dropout = dropout
 
-    def default_lora_layer_names(self) -> list[str]:
-        return ["query", "value"]
-
     def get_config(self):
         config = super().get_config()
         config.update(
