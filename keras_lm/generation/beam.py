@@ -1,11 +1,11 @@
 """Beam search: the batch is expanded to `batch * num_beams` and beams are reordered each step."""
 
 import numpy as np
-from keras import ops
 
 from keras_lm.generation.buckets import cache_bucket
 from keras_lm.generation.engine import GenerationResult, carry_history, finished_rows, scope
 from keras_lm.generation.processors import apply_processors, initial_history, needs_history
+from keras_lm.layers import fast_ops as ops
 
 _NEG_INF = -1e9
 

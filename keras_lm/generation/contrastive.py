@@ -2,11 +2,11 @@
 maximum cosine similarity to every earlier token."""
 
 import numpy as np
-from keras import ops
 
 from keras_lm.generation.buckets import cache_bucket
 from keras_lm.generation.engine import GenerationResult, carry_history, finished_rows, scope
 from keras_lm.generation.processors import apply_processors, initial_history, needs_history
+from keras_lm.layers import fast_ops as ops
 
 
 def _build_contrastive_loop(engine, sampler, processors=()):

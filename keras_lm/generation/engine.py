@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_lm.generation.buckets import cache_bucket, prompt_bucket
 from keras_lm.generation.compile import CompiledFunction, to_numpy
@@ -20,6 +19,7 @@ from keras_lm.generation.processors import (
     update_history,
 )
 from keras_lm.generation.processors import cache_key as processor_cache_key
+from keras_lm.layers import fast_ops as ops
 from keras_lm.layers.direct_call import direct_layer_calls
 
 DEFAULT_CHUNK = 16

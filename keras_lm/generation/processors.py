@@ -6,7 +6,8 @@ only, int32) are `[batch, vocab]` and are only kept when a processor asks for th
 """
 
 import numpy as np
-from keras import ops
+
+from keras_lm.layers import fast_ops as ops
 
 _NEG = -1e9
 

@@ -1,9 +1,9 @@
 """Multi-head / grouped-query attention with RoPE, sliding windows, soft-cap and a KV cache."""
 
 import keras
-from keras import ops
 
 from keras_lm.generation.compile import write_cache
+from keras_lm.layers import fast_ops as ops
 from keras_lm.layers.direct_call import invoke
 from keras_lm.layers.normalization import Normalization
 from keras_lm.layers.projection import Projection

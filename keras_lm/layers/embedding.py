@@ -3,7 +3,8 @@
 import math
 
 import keras
-from keras import ops
+
+from keras_lm.layers import fast_ops as ops
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")

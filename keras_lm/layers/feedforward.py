@@ -1,16 +1,16 @@
 """The position-wise MLP: plain (GELU/ReLU) or gated (SwiGLU/GeGLU)."""
 
 import keras
-from keras import ops
 
+from keras_lm.layers import fast_ops as ops
 from keras_lm.layers.direct_call import invoke
 from keras_lm.layers.projection import Projection
 
 _ACTIVATIONS = {
-    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
-    "gelu_approximate": lambda x: keras.activations.gelu(x, approximate=True),
-    "relu": keras.activations.relu,
-    "silu": keras.activations.silu,
+    "gelu": lambda x: ops.gelu(x, approximate=False),
+    "gelu_approximate": lambda x: ops.gelu(x, approximate=True),
+    "relu": lambda x: ops.relu(x),
+    "silu": lambda x: ops.silu(x),
 }
 
 

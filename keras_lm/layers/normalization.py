@@ -1,7 +1,8 @@
 """Layer and RMS normalization, always computed in float32."""
 
 import keras
-from keras import ops
+
+from keras_lm.layers import fast_ops as ops
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")

@@ -9,7 +9,8 @@ einsum on every backend for one-token decode steps, and keeps LoRA and quantizat
 import math
 
 import keras
-from keras import ops
+
+from keras_lm.layers import fast_ops as ops
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")

@@ -3,7 +3,8 @@
 import math
 
 import numpy as np
-from keras import ops
+
+from keras_lm.layers import fast_ops as ops
 
 
 def rope_inverse_frequencies(

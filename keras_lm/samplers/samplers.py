@@ -1,7 +1,8 @@
 """Samplers: pure choices of the next token from a distribution. The engine owns the loop."""
 
 import keras
-from keras import ops
+
+from keras_lm.layers import fast_ops as ops
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
