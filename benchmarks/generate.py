@@ -98,11 +98,14 @@ def run_keras_hub(model, batch, prompt_len, new_tokens, repeats):
     return _time(lambda: lm.generate(x, stop_token_ids=None), repeats)
 
 
-def run_transformers(model, batch, prompt_len, new_tokens, repeats):
+def run_transformers(model, batch, prompt_len, new_tokens, repeats, compiled=False):
     import torch
 
     s = SHAPES[model]
     reference = build_transformers(model, s)
+    if compiled:  # transformers' fastest documented setup: static cache + torch.compile
+        reference.generation_config.cache_implementation = "static"
+        reference.forward = torch.compile(reference.forward)
     ids = torch.tensor(prompt_ids(batch, prompt_len, s["vocab"]), dtype=torch.long)
 
     def call():
@@ -126,8 +129,12 @@ def _time(fn, repeats):
     return first, times[len(times) // 2]
 
 
+def run_transformers_compiled(model, batch, prompt_len, new_tokens, repeats):
+    return run_transformers(model, batch, prompt_len, new_tokens, repeats, compiled=True)
+
+
 RUNNERS = {"keras_lm": run_keras_lm, "keras_hub": run_keras_hub,
-           "transformers": run_transformers}
+           "transformers": run_transformers, "transformers_compiled": run_transformers_compiled}
 
 
 def child(args):
@@ -138,10 +145,11 @@ def child(args):
 
 
 SYSTEMS = [("keras_lm", "jax"), ("keras_lm", "torch"), ("keras_hub", "jax"),
-           ("keras_hub", "torch"), ("transformers", "torch")]
+           ("keras_hub", "torch"), ("transformers", "torch"), ("transformers_compiled", "torch")]
 
 
 def available(python, system):
+    system = system.replace("_compiled", "")
     probe = f"import importlib.util as u, sys; sys.exit(u.find_spec({system!r}) is None)"
     return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
 
@@ -159,6 +167,8 @@ def main():
     parser.add_argument("--keras-hub-python", default=sys.executable,
                         help="Python with keras-hub installed (it pulls tensorflow-text, so a "
                              "separate virtualenv is handy).")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        help="Systems to leave out, e.g. transformers_compiled (slow to compile).")
     parser.add_argument("--system")
     parser.add_argument("--batch", type=int)
     args = parser.parse_args()
@@ -166,6 +176,8 @@ def main():
         return child(args)
     rows = []
     for system, backend in SYSTEMS:
+        if system in args.skip:
+            continue
         python = args.keras_hub_python if system == "keras_hub" else sys.executable
         if not available(python, system):
             print(f"{system} is not installed for {python}; skipped.", file=sys.stderr)
