@@ -98,3 +98,25 @@ def hf_gpt2(tmp_path_factory, bpe_assets):
 
 def random_ids(batch, length, vocab, seed=0):
     return np.random.default_rng(seed).integers(1, vocab, size=(batch, length)).astype("int32")
+
+
+def assert_greedy_matches_transformers(lm, reference, prompts, width):
+    """Our greedy generation of a right-padded ragged batch equals `reference.generate` on
+    each prompt alone."""
+    import torch
+
+    lm.compile(sampler="greedy")
+    token_ids = np.zeros((len(prompts), width), "int32")
+    mask = np.zeros((len(prompts), width), bool)
+    for i, prompt in enumerate(prompts):
+        token_ids[i, : len(prompt)] = prompt
+        mask[i, : len(prompt)] = True
+    out = lm.generate({"token_ids": token_ids, "padding_mask": mask}, stop_token_ids=None)
+    for i, prompt in enumerate(prompts):
+        with torch.no_grad():
+            expected = reference.generate(
+                torch.tensor(prompt[None], dtype=torch.long), max_length=width, do_sample=False,
+                pad_token_id=0, eos_token_id=None,
+            )[0].numpy()
+        np.testing.assert_array_equal(out["token_ids"][i], expected)
+        assert out["padding_mask"][i].all()

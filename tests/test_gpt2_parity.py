@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import keras_lm
-from tests.conftest import random_ids
+from tests.conftest import assert_greedy_matches_transformers, random_ids
 
 pytestmark = pytest.mark.tensorflow
 
@@ -23,24 +23,9 @@ def test_logits_match_transformers(hf_gpt2):
 def test_greedy_matches_transformers_with_ragged_batch(hf_gpt2):
     path, reference = hf_gpt2
     lm = keras_lm.models.GPT2CausalLM.from_preset(path, preprocessor=None)
-    lm.compile(sampler="greedy")
     vocab = reference.config.vocab_size
     prompts = [random_ids(1, n, vocab, seed=n)[0] for n in (3, 7, 5)]
-    width = 20
-    token_ids = np.zeros((3, width), "int32")
-    mask = np.zeros((3, width), bool)
-    for i, p in enumerate(prompts):
-        token_ids[i, : len(p)] = p
-        mask[i, : len(p)] = True
-    out = lm.generate({"token_ids": token_ids, "padding_mask": mask}, stop_token_ids=None)
-    for i, p in enumerate(prompts):
-        with torch.no_grad():
-            expected = reference.generate(
-                torch.tensor(p[None], dtype=torch.long), max_length=width, do_sample=False,
-                pad_token_id=0, eos_token_id=None,
-            )[0].numpy()
-        np.testing.assert_array_equal(out["token_ids"][i], expected)
-        assert out["padding_mask"][i].all()
+    assert_greedy_matches_transformers(lm, reference, prompts, width=20)
 
 
 def test_string_generation_matches_transformers(hf_gpt2, bpe_assets):

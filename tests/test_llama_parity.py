@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import keras_lm
-from tests.conftest import random_ids
+from tests.conftest import assert_greedy_matches_transformers, random_ids
 
 pytestmark = pytest.mark.tensorflow
 
@@ -41,19 +41,5 @@ def test_logits_and_greedy_match_transformers(tmp_path, config):
         expected = reference(torch.tensor(ids, dtype=torch.long)).logits.numpy()
     np.testing.assert_allclose(ours, expected, atol=1e-4)
 
-    lm.compile(sampler="greedy")
     prompts = [random_ids(1, n, 64, seed=n)[0] for n in (3, 6)]
-    width = 16
-    token_ids = np.zeros((2, width), "int32")
-    mask = np.zeros((2, width), bool)
-    for i, p in enumerate(prompts):
-        token_ids[i, : len(p)] = p
-        mask[i, : len(p)] = True
-    out = lm.generate({"token_ids": token_ids, "padding_mask": mask}, stop_token_ids=None)
-    for i, p in enumerate(prompts):
-        with torch.no_grad():
-            expected_ids = reference.generate(
-                torch.tensor(p[None], dtype=torch.long), max_length=width, do_sample=False,
-                pad_token_id=0, eos_token_id=None,
-            )[0].numpy()
-        np.testing.assert_array_equal(out["token_ids"][i], expected_ids)
+    assert_greedy_matches_transformers(lm, reference, prompts, width=16)

@@ -3,8 +3,14 @@
 import numpy as np
 
 from keras_lm.generation.buckets import cache_bucket
-from keras_lm.generation.engine import GenerationResult, carry_history, finished_rows, scope
-from keras_lm.generation.processors import apply_processors, initial_history, needs_history
+from keras_lm.generation.engine import (
+    GenerationResult,
+    carry_history,
+    finished_rows,
+    initial_state,
+    scope,
+)
+from keras_lm.generation.processors import apply_processors
 from keras_lm.layers import fast_ops as ops
 
 _NEG_INF = -1e9
@@ -90,21 +96,11 @@ def beam_search(engine, request, sampler) -> GenerationResult:
     logits, _, caches = engine.run_prefill(sampler, token_ids, positions, left_pad, capacity)
     # Only the first beam of each row starts alive, so the first step picks distinct tokens.
     initial = np.tile(np.array([0.0] + [_NEG_INF] * (num_beams - 1), np.float32), batch)
-    state = {
-        "logits": logits,
-        "caches": caches,
-        "scores": ops.convert_to_tensor(initial),
-        "index": ops.convert_to_tensor(width, "int32"),
-        "positions": ops.convert_to_tensor(lengths, "int32"),
-        "count": ops.convert_to_tensor(0, "int32"),
-        "done": ops.convert_to_tensor(np.repeat(max_new <= 0, num_beams)),
-    }
     processors = list(request.processors)
-    if needs_history(processors):
-        vocab = int(ops.shape(logits)[-1])
-        prompts = [p for p in request.prompts for _ in range(num_beams)]
-        history = initial_history(prompts, vocab)
-        state["history"] = {k: ops.convert_to_tensor(v) for k, v in history.items()}
+    prompts = [p for p in request.prompts for _ in range(num_beams)]
+    state = initial_state(logits, caches, width, lengths, np.repeat(max_new <= 0, num_beams),
+                          processors, prompts)
+    state["scores"] = ops.convert_to_tensor(initial)
     loop = engine._function(
         "beam", sampler, lambda s, p=(): _build_beam_loop(engine, s, p), processors
     )

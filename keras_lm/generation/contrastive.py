@@ -4,8 +4,14 @@ maximum cosine similarity to every earlier token."""
 import numpy as np
 
 from keras_lm.generation.buckets import cache_bucket
-from keras_lm.generation.engine import GenerationResult, carry_history, finished_rows, scope
-from keras_lm.generation.processors import apply_processors, initial_history, needs_history
+from keras_lm.generation.engine import (
+    GenerationResult,
+    carry_history,
+    finished_rows,
+    initial_state,
+    scope,
+)
+from keras_lm.generation.processors import apply_processors
 from keras_lm.layers import fast_ops as ops
 
 
@@ -91,20 +97,11 @@ def contrastive_search(engine, request, sampler) -> GenerationResult:
     past = ops.pad(hidden, [[0, 0], [0, capacity - width], [0, 0]])
     slots = np.arange(capacity)[None, :]
     valid = (slots >= left_pad[:, None]) & (slots < width)
-    state = {
-        "logits": logits,
-        "caches": caches,
-        "past": past,
-        "valid": ops.convert_to_tensor(valid),
-        "index": ops.convert_to_tensor(width, "int32"),
-        "positions": ops.convert_to_tensor(lengths, "int32"),
-        "count": ops.convert_to_tensor(0, "int32"),
-        "done": ops.convert_to_tensor(max_new <= 0),
-    }
     processors = list(request.processors)
-    if needs_history(processors):
-        history = initial_history(request.prompts, int(ops.shape(logits)[-1]))
-        state["history"] = {k: ops.convert_to_tensor(v) for k, v in history.items()}
+    state = initial_state(logits, caches, width, lengths, max_new <= 0, processors,
+                          request.prompts)
+    state["past"] = past
+    state["valid"] = ops.convert_to_tensor(valid)
     loop = engine._function(
         "contrastive", sampler, lambda s, p=(): _build_contrastive_loop(engine, s, p), processors
     )

@@ -55,6 +55,22 @@ def scope(model_variables, model_values, sampler, sampler_values, direct=True):
         yield stateless
 
 
+def initial_state(logits, caches, width, lengths, done, processors, prompts):
+    """The decode loop's carried state right after prefill (history only if processors need it)."""
+    state = {
+        "logits": logits,
+        "caches": caches,
+        "index": ops.convert_to_tensor(width, "int32"),
+        "positions": ops.convert_to_tensor(lengths, "int32"),
+        "count": ops.convert_to_tensor(0, "int32"),
+        "done": ops.convert_to_tensor(done),
+    }
+    if needs_history(processors):
+        history = initial_history(prompts, int(ops.shape(logits)[-1]))
+        state["history"] = {k: ops.convert_to_tensor(v) for k, v in history.items()}
+    return state
+
+
 def finished_rows(done, token, count, stop_ids, max_new):
     """Rows done after emitting `token` as their `count`-th new token."""
     stopped = ops.any(token[:, None] == stop_ids[None, :], axis=-1)
@@ -229,19 +245,10 @@ class GenerationEngine:
         capacity = cache_bucket(width + min(chunk_size, total_steps))
         logits, _, caches = self.run_prefill(sampler, token_ids, positions, left_pad, capacity)
         stop_ids = np.array(list(request.stop_token_ids) or [-1], dtype=np.int32)
-        state = {
-            "logits": logits,
-            "caches": caches,
-            "index": ops.convert_to_tensor(width, "int32"),
-            "positions": ops.convert_to_tensor(lengths, "int32"),
-            "count": ops.convert_to_tensor(0, "int32"),
-            "done": ops.convert_to_tensor(max_new <= 0),
-        }
         processors = list(request.processors)
-        if needs_history(processors):
-            vocab = int(ops.shape(logits)[-1])
-            history = initial_history(request.prompts, vocab)
-            state["history"] = {k: ops.convert_to_tensor(v) for k, v in history.items()}
+        state = initial_state(
+            logits, caches, width, lengths, max_new <= 0, processors, request.prompts
+        )
         chunk = self._function("chunk", sampler, self._build_chunk, processors)
         sampler_values = [v.value for v in sampler.variables]
         left_pad_t = ops.convert_to_tensor(left_pad, "int32")
