@@ -120,3 +120,25 @@ def assert_greedy_matches_transformers(lm, reference, prompts, width):
             )[0].numpy()
         np.testing.assert_array_equal(out["token_ids"][i], expected)
         assert out["padding_mask"][i].all()
+
+
+SPM_SENTENCES = ["the quick brown fox jumps over the lazy dog"] * 5 + [
+    "keras is a deep learning library", "i want to say hello", "where are you going"]
+
+
+def sentencepiece_proto(vocab_size=48, pad="<pad>", eos="</s>", bos="<s>", unk="<unk>",
+                        user_defined=()):
+    """A tiny unigram SentencePiece model (serialized bytes) with ids pad 0, eos 1, bos 2,
+    unk 3, then `user_defined` pieces."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SPM_SENTENCES), model_writer=model, vocab_size=vocab_size,
+        model_type="unigram", pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece=pad,
+        eos_piece=eos, bos_piece=bos, unk_piece=unk,
+        user_defined_symbols=",".join(user_defined) if user_defined else "",
+    )
+    return model.getvalue()

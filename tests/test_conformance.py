@@ -29,7 +29,18 @@ def llama_case():
             rope_pretraining_sequence_length=64)
 
 
-FAMILIES = {"gpt2": gpt2_case, "llama": llama_case}
+def gemma3_case():
+    return keras_lm.models.Gemma3Backbone, keras_lm.models.Gemma3CausalLM, dict(
+        vocabulary_size=VOCAB, num_layers=3, num_query_heads=4, num_key_value_heads=1,
+        hidden_dim=16, intermediate_dim=24, head_dim=8, use_post_ffw_norm=True,
+        use_post_attention_norm=True, use_sliding_window_attention=True, sliding_window_size=4,
+        sliding_window_pattern=3,
+    ), dict(dropout=0.25, tie_word_embeddings=False, query_head_dim_normalize=False,
+            final_logit_soft_cap=30.0, attention_logit_soft_cap=50.0, global_rope_wavelength=5e4,
+            local_rope_scaling_factor=2.0, global_rope_scaling_factor=8.0, sliding_window_size=6)
+
+
+FAMILIES = {"gpt2": gpt2_case, "llama": llama_case, "gemma3": gemma3_case}
 
 
 @pytest.fixture(params=sorted(FAMILIES))

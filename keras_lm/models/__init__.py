@@ -3,6 +3,12 @@
 from keras_lm.models.backbone import Backbone
 from keras_lm.models.causal_lm import CausalLM
 from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
+from keras_lm.models.gemma3 import (
+    Gemma3Backbone,
+    Gemma3CausalLM,
+    Gemma3CausalLMPreprocessor,
+    Gemma3Tokenizer,
+)
 from keras_lm.models.gpt2 import (
     GPT2Backbone,
     GPT2CausalLM,
@@ -23,6 +29,10 @@ __all__ = [
     "Backbone",
     "CausalLM",
     "CausalLMPreprocessor",
+    "Gemma3Backbone",
+    "Gemma3CausalLM",
+    "Gemma3CausalLMPreprocessor",
+    "Gemma3Tokenizer",
     "GPT2Backbone",
     "GPT2CausalLM",
     "GPT2CausalLMPreprocessor",

@@ -230,8 +230,7 @@ class CausalLM(Task):
                     f"Received: {stop_token_ids!r}"
                 )
             tokenizer = getattr(self.preprocessor, "tokenizer", None)
-            end = getattr(tokenizer, "end_token_id", None)
-            return () if end is None else (int(end),)
+            return () if tokenizer is None else tokenizer.generation_stop_ids()
         if isinstance(stop_token_ids, int):
             stop_token_ids = (stop_token_ids,)
         try:

@@ -10,9 +10,9 @@ from keras_lm.presets.safetensors_io import SafetensorsCheckpoint
 
 
 def _architectures():
-    from keras_lm.presets import hf_gpt2, hf_llama
+    from keras_lm.presets import hf_gemma3, hf_gpt2, hf_llama
 
-    return {"gpt2": hf_gpt2, "llama": hf_llama}
+    return {"gpt2": hf_gpt2, "llama": hf_llama, "gemma3_text": hf_gemma3}
 
 
 class HuggingFaceReader:

@@ -66,6 +66,7 @@ class Tokenizer(PresetMixin):
     preset_kind = "tokenizer"
     special_tokens_spec: dict = {}
     pad_token_spec: str | None = None
+    extra_stop_tokens: tuple = ()  # also end generation (e.g. a chat turn's end), when present
     asset_files: tuple = ()
 
     def __init__(self, sequence_length: int | None = None, dtype: str = "int32", name=None):
@@ -106,6 +107,11 @@ class Tokenizer(PresetMixin):
     @property
     def special_tokens(self) -> list[str]:
         return self._declared_special_tokens()
+
+    def generation_stop_ids(self) -> tuple[int, ...]:
+        """The token ids that end generation by default: the end token and `extra_stop_tokens`."""
+        ids = [self.end_token_id] + [self.token_to_id(t) for t in self.extra_stop_tokens]
+        return tuple(dict.fromkeys(int(i) for i in ids if i is not None))
 
     @property
     def special_token_ids(self) -> list[int]:

@@ -1,0 +1,134 @@
+"""Hugging Face Gemma 3 text (`gemma3_text`) ⇄ Gemma3Backbone: config and tensor map."""
+
+import os
+
+from keras_lm.presets.conversion import ConversionMap
+
+
+def BACKBONE_CLASS():
+    from keras_lm.models.gemma3 import Gemma3Backbone
+
+    return Gemma3Backbone
+
+
+def _sliding_pattern(hf: dict) -> tuple[bool, int]:
+    """`(use_sliding_window_attention, pattern)` from `layer_types` or the older pattern key."""
+    layer_types = hf.get("layer_types")
+    if not layer_types:
+        pattern = hf.get("sliding_window_pattern") or hf.get("_sliding_window_pattern") or 6
+        return bool(hf.get("sliding_window")), int(pattern)
+    local = [kind == "sliding_attention" for kind in layer_types]
+    if not any(local):
+        return False, 6
+    pattern = local.index(False) + 1 if False in local else len(local) + 1
+    expected = [(i + 1) % pattern != 0 for i in range(len(local))]
+    if local != expected:
+        raise ValueError(
+            "Gemma 3 layer_types must repeat (sliding × N, full); this checkpoint has "
+            f"{layer_types}, which is not supported."
+        )
+    return True, pattern
+
+
+def _rope(hf: dict) -> dict:
+    """RoPE wavelengths and linear scaling factors, from transformers 5 or 4.x config keys."""
+    params = hf.get("rope_parameters") or {}
+    full = params.get("full_attention", params if "rope_theta" in params else {})
+    local = params.get("sliding_attention", {})
+    scaling = hf.get("rope_scaling") or full
+    out = {
+        "global_rope_wavelength": full.get("rope_theta", hf.get("rope_theta", 1_000_000.0)),
+        "local_rope_wavelength": local.get(
+            "rope_theta", hf.get("rope_local_base_freq", 10_000.0)
+        ),
+    }
+    scalings = (("global_rope_scaling_factor", scaling), ("local_rope_scaling_factor", local))
+    for key, rope in scalings:
+        kind = rope.get("rope_type", rope.get("type"))
+        if kind == "linear":
+            out[key] = rope["factor"]
+        elif kind not in (None, "default"):
+            raise ValueError(f"Unsupported Gemma 3 RoPE type {kind!r}.")
+    return out
+
+
+def backbone_config(hf: dict) -> dict:
+    if hf.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
+        raise ValueError(f"Gemma 3 config has hidden_activation={hf['hidden_activation']!r}.")
+    if hf.get("attention_bias") or hf.get("use_bidirectional_attention"):
+        raise ValueError(
+            "Gemma 3 with attention biases or bidirectional attention is not supported."
+        )
+    use_sliding, pattern = _sliding_pattern(hf)
+    return {
+        "vocabulary_size": hf["vocab_size"],
+        "num_layers": hf["num_hidden_layers"],
+        "num_query_heads": hf["num_attention_heads"],
+        "num_key_value_heads": hf.get("num_key_value_heads") or hf["num_attention_heads"],
+        "hidden_dim": hf["hidden_size"],
+        "intermediate_dim": hf["intermediate_size"],
+        "head_dim": hf.get("head_dim", 256),
+        "query_pre_attention_scalar": hf.get("query_pre_attn_scalar", 256),
+        "use_post_ffw_norm": True,
+        "use_post_attention_norm": True,
+        # transformers' Gemma 3 attention never applies `attn_logit_softcapping`; neither do we.
+        "attention_logit_soft_cap": None,
+        "final_logit_soft_cap": hf.get("final_logit_softcapping"),
+        "use_sliding_window_attention": use_sliding,
+        "sliding_window_size": hf.get("sliding_window") or 4096,
+        "sliding_window_pattern": pattern,
+        "layer_norm_epsilon": hf.get("rms_norm_eps", 1e-6),
+        "tie_word_embeddings": hf.get("tie_word_embeddings", True),
+        **_rope(hf),
+    }
+
+
+def conversion_map(backbone, keys) -> ConversionMap:
+    n, k, h = backbone.num_query_heads, backbone.num_key_value_heads, backbone.head_dim
+    d = backbone.hidden_dim
+    m = ConversionMap()
+    m.add("token_embedding/embeddings", "model.embed_tokens.weight")
+    norms = (
+        ("pre_attention_norm", "input_layernorm"),
+        ("post_attention_norm", "post_attention_layernorm"),
+        ("pre_ffw_norm", "pre_feedforward_layernorm"),
+        ("post_ffw_norm", "post_feedforward_layernorm"),
+        ("attention/query_norm", "self_attn.q_norm"),
+        ("attention/key_norm", "self_attn.k_norm"),
+    )
+    for i in range(backbone.num_layers):
+        ours, theirs = f"transformer_layer_{i}", f"model.layers.{i}"
+        for our_norm, their_norm in norms:
+            m.add(f"{ours}/{our_norm}/scale", f"{theirs}.{their_norm}.weight")
+        for name, proj, heads in (("query", "q", n), ("key", "k", k), ("value", "v", k)):
+            m.add(
+                f"{ours}/attention/{name}/kernel",
+                f"{theirs}.self_attn.{proj}_proj.weight",
+                lambda w, heads=heads: w.T.reshape(d, heads, h),
+            )
+        m.add(
+            f"{ours}/attention/attention_output/kernel",
+            f"{theirs}.self_attn.o_proj.weight",
+            lambda w: w.T.reshape(n, h, d),
+        )
+        for ffw, proj in (("gate", "gate"), ("intermediate", "up"), ("output", "down")):
+            m.add(f"{ours}/feedforward/{ffw}/kernel", f"{theirs}.mlp.{proj}_proj.weight",
+                  lambda w: w.T)
+    m.add("final_norm/scale", "model.norm.weight")
+    if backbone.tie_word_embeddings:
+        m.skipped.add("lm_head.weight")
+    else:
+        m.add("token_embedding/reverse_embeddings", "lm_head.weight", lambda w: w.T)
+    return m
+
+
+def build_tokenizer(cls, path: str, hf: dict, **kwargs):
+    model = os.path.join(path, "tokenizer.model")
+    if not os.path.isfile(model):
+        raise ValueError(f"{path}: Gemma 3 needs a SentencePiece tokenizer.model file.")
+    return cls(proto=model, **kwargs)
+
+
+def preprocessor_config(hf: dict) -> dict:
+    return {"sequence_length": min(hf.get("max_position_embeddings", 2048), 2048),
+            "add_end_token": True}
