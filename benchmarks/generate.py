@@ -1,5 +1,5 @@
 """Generation speed: keras_lm vs keras-hub vs transformers on the same random model shape
-(GPT-2 124M, or a Llama-style 110M with `--model llama`).
+(GPT-2 124M, a Llama-style 110M with `--model llama`, or Gemma 3 270M with `--model gemma3`).
 
 Each system runs in its own process (same thread settings), greedy, fp32, random weights.
 Run: python benchmarks/generate.py [--threads 1] [--new-tokens 64] [--batches 1 8]
@@ -18,6 +18,9 @@ import time
 SHAPES = {
     "gpt2": dict(vocab=50257, layers=12, heads=12, kv_heads=12, hidden=768, inner=3072),
     "llama": dict(vocab=32000, layers=12, heads=12, kv_heads=12, hidden=768, inner=2048),
+    # google/gemma-3-270m: 4 query heads of 256, 1 KV head, 5 local (window 512) : 1 global.
+    "gemma3": dict(vocab=262144, layers=18, heads=4, kv_heads=1, hidden=640, inner=2048,
+                   head_dim=256, window=512),
 }
 
 
@@ -35,10 +38,21 @@ def build_keras_lm(model, s):
             s["vocab"], s["layers"], s["heads"], s["hidden"], s["inner"],
             max_sequence_length=1024)
         return keras_lm.models.GPT2CausalLM(backbone=backbone)
+    if model == "gemma3":
+        backbone = keras_lm.models.Gemma3Backbone(**_keras_gemma3_args(s))
+        return keras_lm.models.Gemma3CausalLM(backbone=backbone)
     backbone = keras_lm.models.LlamaBackbone(
         s["vocab"], s["layers"], s["heads"], s["hidden"], s["inner"], s["kv_heads"],
         tie_word_embeddings=True)
     return keras_lm.models.LlamaCausalLM(backbone=backbone)
+
+
+def _keras_gemma3_args(s):
+    return dict(vocabulary_size=s["vocab"], num_layers=s["layers"], num_query_heads=s["heads"],
+                num_key_value_heads=s["kv_heads"], hidden_dim=s["hidden"],
+                intermediate_dim=s["inner"], head_dim=s["head_dim"], use_post_ffw_norm=True,
+                use_post_attention_norm=True, use_sliding_window_attention=True,
+                sliding_window_size=s["window"], image_size=896, vision_encoder=None)
 
 
 def build_keras_hub(model, s):
@@ -49,6 +63,9 @@ def build_keras_hub(model, s):
             s["vocab"], s["layers"], s["heads"], s["hidden"], s["inner"],
             max_sequence_length=1024)
         return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    if model == "gemma3":
+        backbone = keras_hub.models.Gemma3Backbone(**_keras_gemma3_args(s))
+        return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None)
     backbone = keras_hub.models.LlamaBackbone(
         vocabulary_size=s["vocab"], num_layers=s["layers"], num_query_heads=s["heads"],
         hidden_dim=s["hidden"], intermediate_dim=s["inner"], num_key_value_heads=s["kv_heads"],
@@ -64,6 +81,13 @@ def build_transformers(model, s):
                                          n_head=s["heads"], n_embd=s["hidden"],
                                          n_inner=s["inner"], n_positions=1024)
         return transformers.GPT2LMHeadModel(config).eval()
+    if model == "gemma3":
+        config = transformers.Gemma3TextConfig(
+            vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["inner"],
+            num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+            num_key_value_heads=s["kv_heads"], head_dim=s["head_dim"],
+            query_pre_attn_scalar=s["head_dim"], sliding_window=s["window"])
+        return transformers.Gemma3ForCausalLM(config).eval()
     config = transformers.LlamaConfig(
         vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["inner"],
         num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
@@ -138,10 +162,40 @@ RUNNERS = {"keras_lm": run_keras_lm, "keras_hub": run_keras_hub,
 
 
 def child(args):
+    if args.system == "bandwidth":
+        print(json.dumps(measure_bandwidth(args.model)))
+        return
     first, warm = RUNNERS[args.system](args.model, args.batch, args.prompt, args.new_tokens,
                                        args.repeats)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"first_s": first, "warm_s": warm, "rss_mb": rss_mb}))
+
+
+def weight_bytes(model):
+    """fp32 bytes read per decoded token: every weight once (the embedding once, as the head)."""
+    s = SHAPES[model]
+    h, kv = s.get("head_dim", s["hidden"] // s["heads"]), s["kv_heads"]
+    attention = s["hidden"] * h * (2 * s["heads"] + 2 * kv)
+    mlp = s["hidden"] * s["inner"] * (2 if model == "gpt2" else 3)
+    return 4 * (s["vocab"] * s["hidden"] + s["layers"] * (attention + mlp))
+
+
+def measure_bandwidth(model):
+    """Read bandwidth (GB/s) of a matrix-vector product over a 1 GB fp32 matrix with torch's
+    threads, and the tokens/s it allows when every weight is read once per token."""
+    import torch
+
+    matrix = torch.randn(32768, 8192)
+    vector = torch.randn(8192)
+    for _ in range(2):
+        matrix @ vector
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        matrix @ vector
+        times.append(time.perf_counter() - start)
+    gbps = matrix.numel() * 4 / min(times) / 1e9
+    return {"gbps": gbps, "limit_tps": gbps * 1e9 / weight_bytes(model)}
 
 
 SYSTEMS = [("keras_lm", "jax"), ("keras_lm", "torch"), ("keras_hub", "jax"),
@@ -152,6 +206,25 @@ def available(python, system):
     system = system.replace("_compiled", "")
     probe = f"import importlib.util as u, sys; sys.exit(u.find_spec({system!r}) is None)"
     return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
+
+
+def run_child(args, system, backend, batch, python=sys.executable):
+    """Run one measurement in a fresh process under the requested thread/CPU settings."""
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+                   XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={args.threads > 1} "
+                   f"intra_op_parallelism_threads={args.threads}")
+    cmd = [python, __file__, "--system", system, "--batch", str(batch), "--model", args.model,
+           "--prompt", str(args.prompt), "--new-tokens", str(args.new_tokens),
+           "--repeats", str(args.repeats)]
+    if args.cpus is not None:
+        cmd = ["taskset", "-c", args.cpus] + cmd
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"{system}/{backend} b{batch} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -183,29 +256,20 @@ def main():
             print(f"{system} is not installed for {python}; skipped.", file=sys.stderr)
             continue
         for batch in args.batches:
-            env = dict(os.environ, KERAS_BACKEND=backend)
-            if args.threads:
-                env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-                           XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={args.threads > 1} "
-                           f"intra_op_parallelism_threads={args.threads}")
-            cmd = [python, __file__, "--system", system, "--batch", str(batch),
-                   "--model", args.model, "--prompt", str(args.prompt),
-                   "--new-tokens", str(args.new_tokens),
-                   "--repeats", str(args.repeats)]
-            if args.cpus is not None:
-                cmd = ["taskset", "-c", args.cpus] + cmd
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"{system}/{backend} b{batch} failed:\n{out.stderr[-2000:]}",
-                      file=sys.stderr)
+            result = run_child(args, system, backend, batch, python)
+            if result is None:
                 continue
-            result = json.loads(out.stdout.strip().splitlines()[-1])
             tps = batch * args.new_tokens / result["warm_s"]
             rows.append((system, backend, batch, result["first_s"], tps, result["rss_mb"]))
     ours = {(b, k): t for s, k, b, _, t, _ in rows if s == "keras_lm"}
     print(f"{args.model} shape {SHAPES[args.model]}, fp32 random weights, prompt {args.prompt}, "
           f"{args.new_tokens} new tokens, greedy, threads={args.threads or 'default'}, "
           f"cpus={args.cpus or 'all'}")
+    limit = run_child(args, "bandwidth", "torch", 1)
+    if limit:
+        print(f"bandwidth limit: {limit['gbps']:.1f} GB/s GEMV read → "
+              f"{limit['limit_tps']:.1f} tok/s at batch 1 "
+              f"({weight_bytes(args.model) / 1e6:.0f} MB of fp32 weights per token)")
     print(f"{'system':14s} {'backend':8s} {'batch':>5s} {'first s':>8s} {'tok/s':>8s} "
           f"{'RSS MB':>8s} {'ours(jax)/this':>15s}")
     for system, backend, batch, first, tps, rss in rows:

@@ -109,3 +109,35 @@ def test_int8_quantization_keeps_outputs_close(gpt2_lm):
     assert np.abs(after - before).max() < 0.05 * np.abs(before).max()
     out = gpt2_lm.generate("the quick", max_length=12, sampler="greedy")
     assert out.startswith("the quick")
+
+
+def test_generation_after_quantize_uses_the_quantized_weights(gpt2_tokenizer):
+    import warnings
+
+    from tests.conftest import tiny_gpt2_backbone
+
+    def make(quantized):
+        keras.utils.set_random_seed(0)
+        preprocessor = keras_lm.models.GPT2CausalLMPreprocessor(gpt2_tokenizer,
+                                                                sequence_length=16)
+        lm = keras_lm.models.GPT2CausalLM(
+            backbone=tiny_gpt2_backbone(gpt2_tokenizer.vocabulary_size()),
+            preprocessor=preprocessor)
+        if quantized:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                lm.quantize("int8")
+        return lm
+
+    lm = make(quantized=False)
+    _, float_log_probs = lm.generate("the quick", max_length=10, sampler="greedy",
+                                     return_log_probs=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm.quantize("int8")  # after generation compiled its functions
+    _, log_probs = lm.generate("the quick", max_length=10, sampler="greedy",
+                               return_log_probs=True)
+    _, expected = make(quantized=True).generate("the quick", max_length=10, sampler="greedy",
+                                                return_log_probs=True)
+    assert not np.array_equal(log_probs, float_log_probs)
+    np.testing.assert_allclose(log_probs, expected, atol=1e-6)

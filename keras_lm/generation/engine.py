@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from keras_lm.generation.buckets import cache_bucket, prompt_bucket
-from keras_lm.generation.compile import CompiledFunction, to_numpy
+from keras_lm.generation.compile import CompiledFunction, TracedStep, to_numpy
 from keras_lm.generation.processors import (
     apply_processors,
     initial_history,
@@ -104,7 +104,9 @@ class GenerationEngine:
         return self.model.backbone
 
     def _function(self, kind, sampler, builder, processors=()):
-        key = (kind, id(sampler), processor_cache_key(processors))
+        # The variable list changes with quantize() or enable_lora(): compile afresh then.
+        model_signature = (self.direct_calls(), tuple(id(v) for v in self.model.variables))
+        key = (kind, id(sampler), processor_cache_key(processors), model_signature)
         entry = self._compiled.get(key)
         if entry is None or entry[0] is not sampler:
             function = builder(sampler, list(processors)) if processors else builder(sampler)
@@ -170,9 +172,18 @@ class GenerationEngine:
         return prefill(sampler_values, *args, caches)
 
     # -- token samplers (greedy, random, top-k, top-p, custom) --------------------------------
+    def next_logits(self, token_ids, positions, index, left_pad, *flat_caches):
+        """One decode step: float32 logits of the last position, then the updated caches."""
+        caches = list(zip(flat_caches[0::2], flat_caches[1::2], strict=True))
+        hidden, caches = self.forward_step(token_ids, positions, caches, index, left_pad)
+        logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
+        return (logits, *[t for pair in caches for t in pair])
+
     def _build_chunk(self, sampler, processors=()):
         variables = self.model.variables
         direct = self.direct_calls()
+        # Direct calls only: Layer.__call__'s autocast and LoRA paths are not worth recording.
+        decode_step = TracedStep(self.next_logits, variables, enabled=direct)
 
         def chunk(model_values, sampler_values, state, stop_ids, max_new, left_pad, out):
             def cond(step, state, sampler_values, tokens_out, log_probs_out):
@@ -193,11 +204,11 @@ class GenerationEngine:
                     )[:, 0]
                     count = state["count"] + 1
                     new_done = finished_rows(done, token, count, stop_ids, max_new)
-                    hidden, caches = self.forward_step(
-                        token[:, None], state["positions"][:, None], state["caches"],
-                        state["index"], left_pad,
+                    new_logits, *flat_caches = decode_step(
+                        token[:, None], state["positions"][:, None], state["index"], left_pad,
+                        *[t for pair in state["caches"] for t in pair],
                     )
-                    new_logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
+                    caches = list(zip(flat_caches[0::2], flat_caches[1::2], strict=True))
                     new_sampler_values = [
                         _current(s, v, old)
                         for v, old in zip(sampler.variables, sampler_values, strict=True)
