@@ -141,3 +141,29 @@ def test_generation_after_quantize_uses_the_quantized_weights(gpt2_tokenizer):
                                                 return_log_probs=True)
     assert not np.array_equal(log_probs, float_log_probs)
     np.testing.assert_allclose(log_probs, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_int8_head_is_quantized_and_round_trips_through_a_preset(tmp_path, tie):
+    import warnings
+
+    keras.utils.set_random_seed(1)
+    backbone = keras_lm.models.LlamaBackbone(
+        vocabulary_size=300, num_layers=1, num_query_heads=2, hidden_dim=16,
+        intermediate_dim=24, num_key_value_heads=1, tie_word_embeddings=tie)
+    lm = keras_lm.models.LlamaCausalLM(backbone=backbone)
+    ids = np.array([[1, 5, 6, 7, 8, 250]])
+    before = keras.ops.convert_to_numpy(lm.score(ids))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm.quantize("int8")
+    dtypes = {v.path: keras.backend.standardize_dtype(v.dtype) for v in backbone.variables}
+    head = "embeddings" if tie else "reverse_embeddings"
+    assert dtypes[f"token_embedding/{head}"] == "int8"
+    after = keras.ops.convert_to_numpy(lm.score(ids))
+    assert np.abs(after - before).max() < 0.05 * np.abs(before).max()
+
+    lm.save_to_preset(str(tmp_path / "int8"))
+    restored = keras_lm.models.CausalLM.from_preset(str(tmp_path / "int8"))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored.score(ids)), after,
+                               atol=1e-5)

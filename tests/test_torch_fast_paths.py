@@ -68,3 +68,22 @@ def test_decode_step_is_traced_once_per_shape_and_reads_current_weights(gpt2_lm,
     monkeypatch.setattr(torch.jit, "trace", real_trace)
     assert changed != first
     assert changed == fresh.generate(prompt, max_length=12)
+
+
+def test_int8_projection_matches_the_dequantized_kernel():
+    import torch
+
+    from keras_lm.generation import torch_matmul
+
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randn(64, 300, generator=generator)
+    scale = 127.0 / weights.abs().amax(dim=0)  # Keras' convention: q = round(w * scale)
+    kernel = torch.round(weights * scale).to(torch.int8)
+    x = torch.randn(3, 64, generator=generator)
+    owner = torch.nn.Module()  # any weak-referenceable owner of the packed copy
+    with torch.no_grad():
+        ours = torch_matmul.int8_projection(owner, x, kernel, scale)
+    expected = x @ (kernel.float() / scale)
+    # Inputs are quantized to 7 bits on the fly (FBGEMM's reduce_range): ~1% error.
+    assert torch.abs(ours - expected).max() < 0.03 * torch.abs(expected).max()
+    assert torch_matmul.int8_projection(owner, x.requires_grad_(), kernel, scale) is None

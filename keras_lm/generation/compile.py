@@ -76,8 +76,9 @@ class TracedStep:
             return self._fn(*args)
         import torch
 
-        key = tuple((tuple(a.shape), a.dtype) for a in args)
         values = [v.value for v in self._variables]
+        # Versions change on in-place writes: packed int8 weights are constants of a recording.
+        key = (tuple((tuple(a.shape), a.dtype) for a in args), tuple(v._version for v in values))
         traced = self._traced.get(key)
         if traced is None:
             traced = self._traced[key] = self._trace(values, args)
@@ -90,11 +91,19 @@ class TracedStep:
     def _trace(self, values, args):
         import torch
 
+        from keras_lm.generation import torch_matmul
+
         self.trace_count += 1
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return torch.jit.trace(self._with_values, (*values, *args), check_trace=False)
+                self._fn(*args)  # eager first: packs int8 weights (cache writes are idempotent)
+                # TorchScript only records custom objects (packed weights) owned by a module.
+                module = torch.nn.Module()
+                for i, packed in enumerate(torch_matmul.packed_weights()):
+                    setattr(module, f"packed_{i}", packed)
+                module.forward = self._with_values
+                return torch.jit.trace(module, (*values, *args), check_trace=False)
         except Exception as error:  # noqa: BLE001 - any tracer limitation means "run eagerly"
             warnings.warn(f"Decode step runs eagerly (tracing failed: {error})", stacklevel=3)
             return False

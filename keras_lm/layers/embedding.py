@@ -39,21 +39,82 @@ class ReversibleEmbedding(keras.layers.Embedding):
     def build(self, input_shape=None):
         super().build(input_shape)
         if not self.tie_weights:
+            int8 = self.quantization_mode == "int8"
             self.reverse_embeddings = self.add_weight(
                 name="reverse_embeddings",
                 shape=(self.output_dim, self.input_dim),
-                initializer=self.embeddings_initializer,
+                initializer="zeros" if int8 else self.embeddings_initializer,
+                dtype="int8" if int8 else None,
+                trainable=not int8,
             )
+            if int8:
+                self._build_reverse_scale()
+
+    def _build_reverse_scale(self):
+        self.reverse_embeddings_scale = self.add_weight(
+            name="reverse_embeddings_scale", shape=(self.input_dim,), initializer="ones",
+            trainable=False,
+        )
 
     def save_own_variables(self, store):
         super().save_own_variables(store)
         if self.built and not self.tie_weights:
             store["reverse_embeddings"] = self.reverse_embeddings
+            if self.quantization_mode == "int8":
+                store["reverse_embeddings_scale"] = self.reverse_embeddings_scale
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
         if not self.tie_weights:
             self.reverse_embeddings.assign(store["reverse_embeddings"])
+            if self.quantization_mode == "int8":
+                self.reverse_embeddings_scale.assign(store["reverse_embeddings_scale"])
+
+    def quantize(self, mode=None, type_check=True, config=None):
+        """int8 only: rows of the embedding (and columns of a separate head) get one scale
+        each; the head then runs as an int8 matmul. Other modes are left to float."""
+        if mode != "int8":
+            raise NotImplementedError(f"ReversibleEmbedding supports int8 only, not {mode!r}.")
+        reverse = None
+        if not self.tie_weights:
+            reverse, reverse_scale = keras.quantizers.abs_max_quantize(
+                self.reverse_embeddings, axis=0, to_numpy=True
+            )
+            del self.reverse_embeddings  # Keras' quantize wrapper unlocks the tracker for us
+        super().quantize(mode, type_check=False, config=config)
+        if reverse is not None:
+            self.reverse_embeddings = self.add_weight(
+                name="reverse_embeddings", shape=(self.output_dim, self.input_dim),
+                initializer="zeros", dtype="int8", trainable=False,
+            )
+            self._build_reverse_scale()
+            self.reverse_embeddings.assign(reverse)
+            self.reverse_embeddings_scale.assign(keras.ops.reshape(reverse_scale, (-1,)))
+
+    def _int8_call(self, inputs, reverse: bool = False, training=None):
+        if not reverse:
+            x = super()._int8_call(inputs)
+            if self.scale_by_sqrt_dim:
+                x = x * ops.cast(math.sqrt(self.output_dim), x.dtype)
+            return x
+        if self.tie_weights:
+            kernel, scale = ops.transpose(self._embeddings.value), self.embeddings_scale.value
+        else:
+            kernel, scale = self.reverse_embeddings.value, self.reverse_embeddings_scale.value
+        logits = None
+        if ops.int8_projection is not None:
+            logits = ops.int8_projection(self, inputs, kernel, scale)
+        if logits is None:
+            quantized, input_scale = keras.quantizers.abs_max_quantize(inputs, axis=-1)
+            logits = ops.matmul(quantized, kernel)
+            logits = ops.cast(logits, self.compute_dtype) / (input_scale * scale)
+        return self._soft_cap(logits)
+
+    def _soft_cap(self, logits):
+        if self.logit_soft_cap is not None:
+            cap = self.logit_soft_cap
+            logits = ops.tanh(ops.cast(logits, "float32") / cap) * cap
+        return logits
 
     def call(self, inputs, reverse: bool = False):
         if not reverse:
@@ -65,11 +126,7 @@ class ReversibleEmbedding(keras.layers.Embedding):
             kernel = ops.transpose(ops.convert_to_tensor(self.embeddings))
         else:
             kernel = self.reverse_embeddings
-        logits = ops.matmul(inputs, ops.cast(kernel, inputs.dtype))
-        if self.logit_soft_cap is not None:
-            cap = self.logit_soft_cap
-            logits = ops.tanh(ops.cast(logits, "float32") / cap) * cap
-        return logits
+        return self._soft_cap(ops.matmul(inputs, ops.cast(kernel, inputs.dtype)))
 
     def compute_output_spec(self, inputs, reverse=False):
         if reverse:

@@ -37,6 +37,10 @@ def _bind():
 
 globals().update(_bind())
 
+# A backend module may install a faster inference-only int8 projection here:
+# `int8_projection(layer, flat_inputs)` → outputs, or None to use Keras' int8 path.
+int8_projection = None
+
 
 def __getattr__(name):
     return getattr(_keras_ops, name)

@@ -42,6 +42,23 @@ class Projection(keras.layers.EinsumDense):
         # from EinsumDense's only in speed, so its quantized paths apply unchanged.
         super().quantize(mode, type_check=False, config=config)
 
+    def _int8_call(self, inputs, training=None):
+        fast = ops.int8_projection
+        if fast is not None and not training and self._kernel_rows is not None:
+            shape = ops.shape(inputs)
+            batch_shape = tuple(shape[: len(shape) - self._num_contracted])
+            x = fast(self, ops.reshape(inputs, batch_shape + (self._kernel_rows,)))
+            if x is not None:
+                return self._finish(ops.reshape(x, batch_shape + tuple(self._kernel_out_shape)))
+        return super()._int8_call(inputs, training=training)
+
+    def _finish(self, x):
+        if self.bias is not None:
+            x = x + self.bias
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
     def call(self, inputs, training=None):
         if self._kernel_rows is None:
             return super().call(inputs, training=training)
@@ -50,9 +67,4 @@ class Projection(keras.layers.EinsumDense):
         flat = ops.reshape(inputs, batch_shape + (self._kernel_rows,))
         kernel = ops.reshape(self.kernel, (self._kernel_rows, -1))
         x = ops.matmul(flat, kernel)
-        x = ops.reshape(x, batch_shape + tuple(self._kernel_out_shape))
-        if self.bias is not None:
-            x = x + self.bias
-        if self.activation is not None:
-            x = self.activation(x)
-        return x
+        return self._finish(ops.reshape(x, batch_shape + tuple(self._kernel_out_shape)))

@@ -1,5 +1,7 @@
 """`Backbone`: the base class of every model body, with presets and LoRA."""
 
+import warnings
+
 import keras
 
 from keras_lm.models.preset_mixin import PresetMixin
@@ -35,9 +37,49 @@ class Backbone(PresetMixin, keras.Model):
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable}
 
+    def serialized_dtype(self):
+        """The dtype policy for `get_config`: after `quantize()`, a `DTypePolicyMap` of the
+        quantized layers (KerasHub's format), so a saved preset rebuilds them quantized."""
+        quantized = keras.dtype_policies.DTypePolicyMap(default_policy=self.dtype_policy)
+        for layer in self._flatten_layers(include_self=False):
+            if layer.quantization_mode is not None:
+                quantized[layer.path] = layer.dtype_policy
+        if not len(quantized):
+            return keras.dtype_policies.serialize(self.dtype_policy)
+        return keras.dtype_policies.serialize(quantized)
+
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        config = dict(config)
+        policy = config.get("dtype")
+        if policy is not None and not isinstance(policy, str):
+            policy = keras.dtype_policies.deserialize(policy) if isinstance(policy, dict) \
+                else policy
+        if not isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+            return cls(**config)
+        config["dtype"] = policy.default_policy
+        backbone = cls(**config)
+        backbone.requantize(policy)
+        return backbone
+
+    def requantize(self, policy_map) -> None:
+        """Quantize exactly the layers a saved `DTypePolicyMap` names (weights load after)."""
+        modes = {policy.quantization_mode for policy in policy_map.values()}
+        if len(modes) != 1 or None in modes:
+            raise ValueError(
+                f"Cannot rebuild a model quantized with modes {sorted(map(str, modes))}."
+            )
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras warns for layers without weights
+            self.quantize(modes.pop())
+        quantized = {layer.path for layer in self._flatten_layers(include_self=False)
+                     if layer.quantization_mode is not None}
+        if quantized != set(policy_map.keys()):
+            raise ValueError(
+                "This preset quantizes a different set of layers than `quantize()` does: "
+                f"{sorted(set(policy_map.keys()) ^ quantized)[:5]}..."
+            )
 
     # --- LoRA -------------------------------------------------------------------------------
     def default_lora_layer_names(self) -> list[str]:

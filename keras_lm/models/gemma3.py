@@ -152,7 +152,7 @@ class Gemma3Backbone(DecoderBackbone):
             sliding_window_pattern=self.sliding_window_pattern,
             query_pre_attention_scalar=self.query_pre_attention_scalar,
             tie_word_embeddings=self.tie_word_embeddings,
-            dtype=keras.dtype_policies.serialize(self.dtype_policy),
+            dtype=self.serialized_dtype(),
         )
         return config
 

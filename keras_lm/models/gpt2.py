@@ -59,7 +59,7 @@ class GPT2Backbone(DecoderBackbone):
             intermediate_dim=self.intermediate_dim,
             dropout=self.dropout,
             max_sequence_length=self.max_sequence_length,
-            dtype=keras.dtype_policies.serialize(self.dtype_policy),
+            dtype=self.serialized_dtype(),
         )
         return config
 

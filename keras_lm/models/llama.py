@@ -95,7 +95,7 @@ class LlamaBackbone(DecoderBackbone):
             layer_norm_epsilon=self.layer_norm_epsilon,
             dropout=self.dropout,
             tie_word_embeddings=self.tie_word_embeddings,
-            dtype=keras.dtype_policies.serialize(self.dtype_policy),
+            dtype=self.serialized_dtype(),
         )
         return config
 
