@@ -1,8 +1,11 @@
 """Hugging Face Gemma 3 text (`gemma3_text`) ⇄ Gemma3Backbone: config and tensor map."""
 
-import os
-
 from keras_lm.presets.conversion import ConversionMap
+from keras_lm.presets.hf_llama_like import (  # noqa: F401 - preprocessor_config is API
+    llama_like_map,
+    preprocessor_config,
+    sentencepiece_tokenizer,
+)
 
 
 def BACKBONE_CLASS():
@@ -84,51 +87,15 @@ def backbone_config(hf: dict) -> dict:
 
 
 def conversion_map(backbone, keys) -> ConversionMap:
-    n, k, h = backbone.num_query_heads, backbone.num_key_value_heads, backbone.head_dim
-    d = backbone.hidden_dim
-    m = ConversionMap()
-    m.add("token_embedding/embeddings", "model.embed_tokens.weight")
-    norms = (
+    return llama_like_map(backbone, (
         ("pre_attention_norm", "input_layernorm"),
         ("post_attention_norm", "post_attention_layernorm"),
         ("pre_ffw_norm", "pre_feedforward_layernorm"),
         ("post_ffw_norm", "post_feedforward_layernorm"),
         ("attention/query_norm", "self_attn.q_norm"),
         ("attention/key_norm", "self_attn.k_norm"),
-    )
-    for i in range(backbone.num_layers):
-        ours, theirs = f"transformer_layer_{i}", f"model.layers.{i}"
-        for our_norm, their_norm in norms:
-            m.add(f"{ours}/{our_norm}/scale", f"{theirs}.{their_norm}.weight")
-        for name, proj, heads in (("query", "q", n), ("key", "k", k), ("value", "v", k)):
-            m.add(
-                f"{ours}/attention/{name}/kernel",
-                f"{theirs}.self_attn.{proj}_proj.weight",
-                lambda w, heads=heads: w.T.reshape(d, heads, h),
-            )
-        m.add(
-            f"{ours}/attention/attention_output/kernel",
-            f"{theirs}.self_attn.o_proj.weight",
-            lambda w: w.T.reshape(n, h, d),
-        )
-        for ffw, proj in (("gate", "gate"), ("intermediate", "up"), ("output", "down")):
-            m.add(f"{ours}/feedforward/{ffw}/kernel", f"{theirs}.mlp.{proj}_proj.weight",
-                  lambda w: w.T)
-    m.add("final_norm/scale", "model.norm.weight")
-    if backbone.tie_word_embeddings:
-        m.skipped.add("lm_head.weight")
-    else:
-        m.add("token_embedding/reverse_embeddings", "lm_head.weight", lambda w: w.T)
-    return m
+    ))
 
 
 def build_tokenizer(cls, path: str, hf: dict, **kwargs):
-    model = os.path.join(path, "tokenizer.model")
-    if not os.path.isfile(model):
-        raise ValueError(f"{path}: Gemma 3 needs a SentencePiece tokenizer.model file.")
-    return cls(proto=model, **kwargs)
-
-
-def preprocessor_config(hf: dict) -> dict:
-    return {"sequence_length": min(hf.get("max_position_embeddings", 2048), 2048),
-            "add_end_token": True}
+    return sentencepiece_tokenizer(cls, path, "Gemma 3", **kwargs)

@@ -1,8 +1,11 @@
 """Hugging Face Llama ⇄ LlamaBackbone: config translation and the tensor map."""
 
-import os
-
 from keras_lm.presets.conversion import ConversionMap
+from keras_lm.presets.hf_llama_like import (  # noqa: F401 - preprocessor_config is API
+    llama_like_map,
+    preprocessor_config,
+    sentencepiece_tokenizer,
+)
 
 UNSUPPORTED = {"attention_bias": False, "mlp_bias": False, "hidden_act": "silu"}
 
@@ -50,49 +53,11 @@ def backbone_config(hf: dict) -> dict:
 
 
 def conversion_map(backbone, keys) -> ConversionMap:
-    n, k, h = backbone.num_query_heads, backbone.num_key_value_heads, backbone.head_dim
-    d = backbone.hidden_dim
-    m = ConversionMap()
-    m.add("token_embedding/embeddings", "model.embed_tokens.weight")
-    for i in range(backbone.num_layers):
-        ours, theirs = f"transformer_layer_{i}", f"model.layers.{i}"
-        m.add(f"{ours}/pre_attention_norm/scale", f"{theirs}.input_layernorm.weight")
-        m.add(f"{ours}/pre_ffw_norm/scale", f"{theirs}.post_attention_layernorm.weight")
-        for name, proj, heads in (("query", "q", n), ("key", "k", k), ("value", "v", k)):
-            m.add(
-                f"{ours}/attention/{name}/kernel",
-                f"{theirs}.self_attn.{proj}_proj.weight",
-                lambda w, heads=heads: w.T.reshape(d, heads, h),
-            )
-        m.add(
-            f"{ours}/attention/attention_output/kernel",
-            f"{theirs}.self_attn.o_proj.weight",
-            lambda w: w.T.reshape(n, h, d),
-        )
-        m.add(f"{ours}/feedforward/gate/kernel", f"{theirs}.mlp.gate_proj.weight", lambda w: w.T)
-        m.add(
-            f"{ours}/feedforward/intermediate/kernel", f"{theirs}.mlp.up_proj.weight",
-            lambda w: w.T,
-        )
-        m.add(
-            f"{ours}/feedforward/output/kernel", f"{theirs}.mlp.down_proj.weight", lambda w: w.T
-        )
-        m.skipped.add(f"{theirs}.self_attn.rotary_emb.inv_freq")
-    m.add("final_norm/scale", "model.norm.weight")
-    if backbone.tie_word_embeddings:
-        m.skipped.add("lm_head.weight")
-    else:
-        m.add("token_embedding/reverse_embeddings", "lm_head.weight", lambda w: w.T)
-    return m
+    return llama_like_map(backbone, (
+        ("pre_attention_norm", "input_layernorm"),
+        ("pre_ffw_norm", "post_attention_layernorm"),
+    ))
 
 
 def build_tokenizer(cls, path: str, hf: dict, **kwargs):
-    model = os.path.join(path, "tokenizer.model")
-    if not os.path.isfile(model):
-        raise ValueError(f"{path}: Llama needs a SentencePiece tokenizer.model file.")
-    return cls(proto=model, **kwargs)
-
-
-def preprocessor_config(hf: dict) -> dict:
-    return {"sequence_length": min(hf.get("max_position_embeddings", 2048), 2048),
-            "add_end_token": True}
+    return sentencepiece_tokenizer(cls, path, "Llama", **kwargs)
