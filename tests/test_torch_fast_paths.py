@@ -87,3 +87,81 @@ def test_int8_projection_matches_the_dequantized_kernel():
     # Inputs are quantized to 7 bits on the fly (FBGEMM's reduce_range): ~1% error.
     assert torch.abs(ours - expected).max() < 0.03 * torch.abs(expected).max()
     assert torch_matmul.int8_projection(owner, x.requires_grad_(), kernel, scale) is None
+
+
+def test_decode_layout_keeps_values_parameters_training_and_saving(gpt2_lm, monkeypatch,
+                                                                   tmp_path):
+    import keras
+
+    from keras_lm.generation import torch_matmul
+    from keras_lm.models import CausalLM
+
+    monkeypatch.setattr(torch_matmul, "_MIN_SPLIT_ELEMENTS", 0)  # tiny kernels qualify too
+    gpt2_lm.compile(sampler="greedy")
+    layers = [layer for layer in gpt2_lm.backbone._flatten_layers()
+              if getattr(layer, "_kernel_rows", None)]
+    kernels = [layer._kernel for layer in layers]
+    params = [k.value for k in kernels]
+    before = [keras.ops.convert_to_numpy(k) for k in kernels]
+    scores = keras.ops.convert_to_numpy(gpt2_lm.score(np.array([[5, 9, 13, 2]])))
+    text = gpt2_lm.generate("the quick brown", max_length=12)
+
+    for layer, param, value in zip(layers, params, before, strict=True):
+        assert layer._kernel.value is param  # same Parameter: optimizers keep their handle
+        # Stored as the transpose of a row-major [outputs, contracted] matrix.
+        assert param.reshape(layer._kernel_rows, -1).stride() == (1, layer._kernel_rows)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer._kernel), value)
+    after = keras.ops.convert_to_numpy(gpt2_lm.score(np.array([[5, 9, 13, 2]])))
+    np.testing.assert_allclose(after, scores, atol=1e-5)
+
+    # The same tokens as a model that never changed layout.
+    fresh = type(gpt2_lm).from_config(gpt2_lm.get_config())
+    fresh.set_weights(gpt2_lm.get_weights())
+    fresh.compile(sampler="greedy")
+    monkeypatch.setattr(torch_matmul, "row_major_kernels", lambda kernels: 0)
+    assert fresh.generate("the quick brown", max_length=12) == text
+
+    # Saving and training still work on the re-laid-out variables.
+    gpt2_lm.save_to_preset(str(tmp_path / "preset"))
+    loaded = CausalLM.from_preset(str(tmp_path / "preset"))
+    for a, b in zip(loaded.get_weights(), gpt2_lm.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    gpt2_lm.compile(optimizer=keras.optimizers.SGD(0.1), sampler="greedy")
+    gpt2_lm.fit(["the quick brown fox"], epochs=1, verbose=0)
+    assert not np.array_equal(keras.ops.convert_to_numpy(kernels[0]), before[0])
+
+
+def test_recorded_step_has_no_shape_arithmetic_and_matches_eager(gpt2_lm):
+    import keras
+    import torch
+
+    from keras_lm.generation.compile import TracedStep
+    from keras_lm.layers.direct_call import direct_layer_calls
+
+    engine = gpt2_lm._engine
+    backbone = gpt2_lm.backbone
+
+    def step_inputs():
+        caches = backbone.empty_cache(2, 16)
+        for keys, values in caches:  # a prefix already in the cache
+            keys.normal_()
+            values.normal_()
+        flat = [t for pair in caches for t in pair]
+        return (torch.tensor([[3], [7]], dtype=torch.int32), torch.tensor([[5], [2]]).int(),
+                torch.tensor(5, dtype=torch.int32), torch.tensor([0, 3], dtype=torch.int32),
+                *flat)
+
+    torch.manual_seed(0)
+    eager_inputs = step_inputs()
+    torch.manual_seed(0)
+    traced_inputs = step_inputs()
+    step = TracedStep(engine.next_logits, gpt2_lm.variables)
+    with direct_layer_calls(True), torch.no_grad():
+        expected = engine.next_logits(*eager_inputs)
+        got = step(*traced_inputs)
+    (recorded,) = step._traced.values()
+    kinds = {node.kind() for node in recorded.graph.nodes()}
+    assert "aten::size" not in kinds and "aten::Int" not in kinds
+    for a, b in zip(got, expected, strict=True):  # logits and every updated cache
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   atol=1e-5)

@@ -11,7 +11,12 @@ import keras
 import numpy as np
 
 from keras_lm.generation.buckets import cache_bucket, prompt_bucket
-from keras_lm.generation.compile import CompiledFunction, TracedStep, to_numpy
+from keras_lm.generation.compile import (
+    CompiledFunction,
+    TracedStep,
+    prepare_decode_weights,
+    to_numpy,
+)
 from keras_lm.generation.processors import (
     apply_processors,
     initial_history,
@@ -109,6 +114,7 @@ class GenerationEngine:
         key = (kind, id(sampler), processor_cache_key(processors), model_signature)
         entry = self._compiled.get(key)
         if entry is None or entry[0] is not sampler:
+            prepare_decode_weights(self.backbone)
             function = builder(sampler, list(processors)) if processors else builder(sampler)
             entry = (sampler, CompiledFunction(function, self.model.variables))
             self._compiled[key] = entry
@@ -124,7 +130,7 @@ class GenerationEngine:
 
     # -- shared pieces ------------------------------------------------------------------------
     def forward_step(self, token_ids, positions, caches, index, left_pad):
-        capacity = ops.shape(caches[0][0])[1]
+        capacity = ops.shape(caches[0][0])[2]
         mask = attention_mask(capacity, index, ops.shape(token_ids)[1], left_pad)
         hidden, caches = self.backbone.decode(
             token_ids,
@@ -309,7 +315,7 @@ def _current(stateless_scope, variable, old):
 def _grow(caches, capacity):
     grown = []
     for keys, values in caches:
-        extra = capacity - ops.shape(keys)[1]
-        pad = [[0, 0], [0, extra], [0, 0], [0, 0]]
+        extra = capacity - ops.shape(keys)[2]
+        pad = [[0, 0], [0, 0], [0, extra], [0, 0]]
         grown.append((ops.pad(keys, pad), ops.pad(values, pad)))
     return grown

@@ -25,8 +25,6 @@ import keras
 
 from keras_lm.layers import fast_ops
 
-# Row blocks of a transposed (LM head) kernel: enough to keep up to eight threads streaming.
-_HEAD_BLOCKS = 8
 # Below this many kernel elements (~1 MB) the plain matmul is as fast.
 _MIN_SPLIT_ELEMENTS = 1 << 18
 
@@ -38,20 +36,53 @@ def _one_row(row, kernel):
     """`row [1, K] @ kernel [K, N]` as a batched GEMV over blocks of output columns."""
     torch = _torch
     k, n = kernel.shape
+    blocks = max(torch.get_num_threads(), 1)
+    split = n // blocks * blocks
     if kernel.stride(0) == 1 and kernel.stride(1) == k:
-        # A transposed view of a row-major [N, K] matrix (a tied LM head): block its rows.
-        blocks = _HEAD_BLOCKS
-        split = n // blocks * blocks
-        rows = kernel.T[:split].view(blocks, split // blocks, k)
+        # The transpose of a row-major [N, K] matrix (a tied LM head, or a kernel stored by
+        # `row_major_kernels`): each block is a contiguous run of rows, read at full speed.
+        rows = kernel.T[:split].reshape(blocks, split // blocks, k)
         out = torch.bmm(rows, row.T.expand(blocks, k, 1)).reshape(1, split)
     else:
-        blocks = max(torch.get_num_threads(), 1)
-        split = n // blocks * blocks
         columns = kernel[:, :split].unflatten(1, (blocks, split // blocks)).permute(1, 0, 2)
         out = torch.bmm(row.expand(blocks, 1, k), columns).reshape(1, split)
     if split < n:
         out = torch.cat([out, row @ kernel[:, split:]], dim=1)
     return out
+
+
+def row_major_kernels(kernels) -> int:
+    """Store each float32 CPU kernel of `(variable, contracted_rows)` pairs as the transpose of
+    a row-major `[N, K]` matrix; returns how many changed.
+
+    Values and shapes are unchanged (the variable's tensor becomes a strided view), but a
+    one-row product then reads each output's weights contiguously: on a 2-core AMD EPYC a
+    `[1, 3072] @ [3072, 768]` GEMV goes from ~20 to ~55 GB/s. The Parameter object is kept
+    (only its `.data` is swapped), so optimizers and module references stay valid.
+    """
+    torch = _torch
+    changed = 0
+    for variable, rows in kernels:
+        param = getattr(variable, "_value", None)
+        if (
+            not isinstance(param, torch.Tensor)
+            or param.dtype is not torch.float32
+            or not param.is_cpu
+            or param.numel() < _MIN_SPLIT_ELEMENTS
+        ):
+            continue
+        data = param.data
+        try:
+            flat = data.reshape(rows, -1)
+            if flat.stride() == (1, rows):
+                continue
+            stored = flat.T.contiguous().T.view(data.shape)
+        except RuntimeError:  # a shape whose transposed storage has no view: leave it
+            continue
+        with torch.no_grad():
+            param.data = stored
+        changed += 1
+    return changed
 
 
 def matmul(x, y):

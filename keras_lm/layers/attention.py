@@ -17,7 +17,8 @@ class CachedAttention(keras.layers.Layer):
     """Causal self-attention whose key/value cache is passed in and returned.
 
     The cache for one layer is a `(keys, values)` pair of shape
-    `[batch, capacity, num_key_value_heads, head_dim]`; new keys are written at slot
+    `[batch, num_key_value_heads, capacity, head_dim]` (each head's slots contiguous, so the
+    attention products read the cache in place); new keys are written at slot
     `cache_update_index`, and `(output, cache)` is returned; without a cache only the output.
     `attention_mask` is `[batch, query_len, key_len]` (True = attend).
 
@@ -131,6 +132,7 @@ class CachedAttention(keras.layers.Layer):
                 positions = ops.arange(ops.shape(x)[1])[None, :]
             cos, sin = rope_cos_sin(positions, self._inverse_frequencies)
             query, key = apply_rope(query, cos, sin), apply_rope(key, cos, sin)
+        key, value = ops.transpose(key, (0, 2, 1, 3)), ops.transpose(value, (0, 2, 1, 3))
         start = 0
         if cache is not None:
             start = cache_update_index
@@ -159,7 +161,7 @@ class CachedAttention(keras.layers.Layer):
         query = ops.reshape(
             query, (batch, length, self.num_key_value_heads, groups, self.head_dim)
         )
-        scores = ops.einsum("btkgh,bskh->bkgts", query, ops.cast(key, query.dtype))
+        scores = ops.einsum("btkgh,bksh->bkgts", query, ops.cast(key, query.dtype))
         scores = ops.cast(scores, "float32")
         if self.logit_soft_cap is not None:
             scores = ops.tanh(scores / self.logit_soft_cap) * self.logit_soft_cap
@@ -167,7 +169,7 @@ class CachedAttention(keras.layers.Layer):
         scores = ops.where(mask, scores, _MASKED)
         weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         weights = invoke(self.dropout_layer, weights, training=training)
-        out = ops.einsum("bkgts,bskh->btkgh", weights, ops.cast(value, weights.dtype))
+        out = ops.einsum("bkgts,bksh->btkgh", weights, ops.cast(value, weights.dtype))
         return ops.reshape(out, (batch, length, self.num_query_heads, self.head_dim))
 
     def get_config(self):
