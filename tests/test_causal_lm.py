@@ -136,3 +136,24 @@ def test_score_layer_intercept_sees_every_layer(gpt2_lm):
 def test_base_causal_lm_cannot_be_built_directly(gpt2_lm):
     with pytest.raises(TypeError, match="base class"):
         keras_lm.models.CausalLM(backbone=gpt2_lm.backbone)
+
+
+def test_cache_growth_between_chunks_keeps_outputs(gpt2_lm, monkeypatch):
+    from keras_lm.generation import engine
+
+    gpt2_lm.preprocessor = None
+    prompt = {"token_ids": np.array([[3, 5, 6, 7, 0], [4, 9, 0, 0, 0]]),
+              "padding_mask": np.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]])}
+    gpt2_lm.compile(sampler="greedy")
+    grown_shapes = []
+    real_grow = engine._grow
+    monkeypatch.setattr(engine, "_grow", lambda caches, capacity: grown_shapes.append(
+        capacity) or real_grow(caches, capacity))
+    monkeypatch.setattr(engine, "INITIAL_STEPS", 0)  # start at one chunk: 64 slots, then grow
+    grown = gpt2_lm.generate(prompt, max_new_tokens=100, stop_token_ids=None)
+    assert grown_shapes == [128]
+    monkeypatch.setattr(engine, "INITIAL_STEPS", 192)
+    whole = gpt2_lm.generate(prompt, max_new_tokens=100, stop_token_ids=None)
+    assert grown_shapes == [128]  # 8 + 100 slots fit the first cache
+    np.testing.assert_array_equal(grown["token_ids"], whole["token_ids"])
+    assert grown["token_ids"].shape[1] >= 100

@@ -28,6 +28,7 @@ from keras_lm.layers import fast_ops as ops
 from keras_lm.layers.direct_call import direct_layer_calls
 
 DEFAULT_CHUNK = 16
+INITIAL_STEPS = 192
 
 
 @dataclass
@@ -249,7 +250,7 @@ class GenerationEngine:
                 control: "DecodeControl | None" = None):
         """Yield `(tokens [batch, n], log_probs [batch, n])` numpy chunks; -1 marks finished rows.
 
-        The cache starts just big enough for the prompt plus one chunk and doubles as needed,
+        The cache starts big enough for the prompt plus `INITIAL_STEPS` and doubles as needed,
         so per-token cost follows the current length, not the requested maximum. Rows set in
         `control.stopped` between chunks (stop strings, a closed stream) stop decoding.
         """
@@ -259,7 +260,9 @@ class GenerationEngine:
         total_steps = int(max_new.max()) if len(max_new) else 0
         if total_steps <= 0:
             return
-        capacity = cache_bucket(width + min(chunk_size, total_steps))
+        # Room for the first INITIAL_STEPS steps at once: each growth compiles the chunk for a
+        # new cache shape (~1 s on GPT-2), while idle slots cost little at this size.
+        capacity = cache_bucket(width + min(max(chunk_size, INITIAL_STEPS), total_steps))
         logits, _, caches = self.run_prefill(sampler, token_ids, positions, left_pad, capacity)
         stop_ids = np.array(list(request.stop_token_ids) or [-1], dtype=np.int32)
         processors = list(request.processors)
