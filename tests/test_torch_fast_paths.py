@@ -165,3 +165,47 @@ def test_recorded_step_has_no_shape_arithmetic_and_matches_eager(gpt2_lm):
     for a, b in zip(got, expected, strict=True):  # logits and every updated cache
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
                                    atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["attention", "gated_mlp"])
+def test_joint_projection_over_side_by_side_kernels_matches_separate_calls(kind, monkeypatch):
+    import keras
+    import torch
+
+    from keras_lm.generation import torch_matmul
+    from keras_lm.layers.attention import CachedAttention
+    from keras_lm.layers.direct_call import direct_layer_calls, invoke, invoke_together
+    from keras_lm.layers.feedforward import FeedForward
+
+    monkeypatch.setattr(torch_matmul, "_MIN_SPLIT_ELEMENTS", 0)
+    keras.utils.set_random_seed(0)
+    if kind == "attention":
+        layer = CachedAttention(num_query_heads=4, num_key_value_heads=2, head_dim=8,
+                                use_bias=True)
+        layer.build((None, None, 24))
+        members = [layer.query, layer.key, layer.value]
+    else:
+        layer = FeedForward(intermediate_dim=40, activation="silu", gated=True)
+        layer.build((None, None, 24))
+        members = [layer.gate, layer.intermediate]
+    for member in members:  # non-zero biases, so each piece must get its own
+        if member.bias is not None:
+            member.bias.assign(keras.random.normal(member.bias.shape))
+    x = torch.randn(3, 2, 24)
+    with torch.no_grad(), direct_layer_calls(True):
+        separate = [invoke(m, x) for m in members]
+        assert torch_matmul.joint_projection(members, x) is None  # not side by side yet
+        changed = torch_matmul.row_major_kernels([[(m._kernel, m._kernel_rows)
+                                                   for m in members]])
+        assert changed == len(members)
+        storages = {m._kernel.value.untyped_storage().data_ptr() for m in members}
+        assert len(storages) == 1
+        for rows in (x, x[:1, :1]):  # several rows (oneDNN) and one row (batched GEMV)
+            joint = torch_matmul.joint_projection(members, rows)
+            expected = [invoke(m, rows) for m in members]
+            assert joint is not None and len(joint) == len(members)
+            for a, b in zip(joint, expected, strict=True):
+                assert a.shape == b.shape
+                np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+        for a, b in zip(invoke_together(members, x), separate, strict=True):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)

@@ -78,7 +78,11 @@ class TracedStep:
 
         values = [v.value for v in self._variables]
         # Versions change on in-place writes: packed int8 weights are constants of a recording.
-        key = (tuple((tuple(a.shape), a.dtype) for a in args), tuple(v._version for v in values))
+        # A recording bakes in the weights' layout (see `torch_matmul.joint_projection`).
+        key = (
+            tuple((tuple(a.shape), a.dtype) for a in args),
+            tuple((v._version, v.data_ptr(), v.stride()) for v in values),
+        )
         traced = self._traced.get(key)
         if traced is None:
             traced = self._traced[key] = self._trace(values, args)
@@ -182,18 +186,33 @@ def prepare_decode_weights(backbone) -> int:
     if keras.backend.backend() != "torch":
         return 0
     from keras_lm.generation import torch_matmul
+    from keras_lm.layers.attention import CachedAttention
     from keras_lm.layers.embedding import ReversibleEmbedding
+    from keras_lm.layers.feedforward import FeedForward
     from keras_lm.layers.projection import Projection
 
-    kernels = []
+    def kernel(layer):
+        return (layer._kernel, layer._kernel_rows)
+
+    groups, grouped = [], set()
+    for layer in backbone._flatten_layers():
+        members = ()
+        if isinstance(layer, CachedAttention):
+            members = (layer.query, layer.key, layer.value)
+        elif isinstance(layer, FeedForward) and layer.gated:
+            members = (layer.gate, layer.intermediate)
+        if members:
+            groups.append([kernel(m) for m in members])
+            grouped.update(id(m) for m in members)
     for layer in backbone._flatten_layers():
         if isinstance(layer, Projection) and getattr(layer, "_kernel_rows", None):
-            kernels.append((layer._kernel, layer._kernel_rows))
+            if id(layer) not in grouped:
+                groups.append([kernel(layer)])
         elif isinstance(layer, ReversibleEmbedding) and not layer.tie_weights:
             reverse = getattr(layer, "reverse_embeddings", None)
             if reverse is not None and len(reverse.shape) == 2:
-                kernels.append((reverse, reverse.shape[0]))
-    return torch_matmul.row_major_kernels(kernels)
+                groups.append([(reverse, reverse.shape[0])])
+    return torch_matmul.row_major_kernels(groups)
 
 
 def to_numpy(x):

@@ -4,7 +4,7 @@ import keras
 
 from keras_lm.generation.compile import write_cache
 from keras_lm.layers import fast_ops as ops
-from keras_lm.layers.direct_call import invoke
+from keras_lm.layers.direct_call import invoke, invoke_together
 from keras_lm.layers.normalization import Normalization
 from keras_lm.layers.projection import Projection
 from keras_lm.layers.rotary import apply_rope, rope_cos_sin, rope_inverse_frequencies
@@ -124,7 +124,7 @@ class CachedAttention(keras.layers.Layer):
         cache_update_index=None,
         training=False,
     ):
-        query, key, value = invoke(self.query, x), invoke(self.key, x), invoke(self.value, x)
+        query, key, value = invoke_together((self.query, self.key, self.value), x)
         if self.query_norm is not None:
             query, key = invoke(self.query_norm, query), invoke(self.key_norm, key)
         if self.use_rope:

@@ -8,6 +8,8 @@ one-token decode step on CPU. Inside `direct_layer_calls()`, `invoke(layer, ...)
 import contextlib
 import threading
 
+from keras_lm.layers import fast_ops
+
 _state = threading.local()
 
 
@@ -18,6 +20,17 @@ def invoke(layer, *args, **kwargs):
             return layer.quantized_call(*args, **kwargs)
         return layer.call(*args, **kwargs)
     return layer(*args, **kwargs)
+
+
+def invoke_together(layers, x) -> list:
+    """`[invoke(layer, x) for layer in layers]` for projections of the same input, as one
+    product where the backend has laid their kernels out side by side
+    (`fast_ops.joint_projection`)."""
+    if getattr(_state, "direct", False) and fast_ops.joint_projection is not None:
+        outputs = fast_ops.joint_projection(layers, x)
+        if outputs is not None:
+            return outputs
+    return [invoke(layer, x) for layer in layers]
 
 
 @contextlib.contextmanager

@@ -40,6 +40,9 @@ globals().update(_bind())
 # A backend module may install a faster inference-only int8 projection here:
 # `int8_projection(layer, flat_inputs)` → outputs, or None to use Keras' int8 path.
 int8_projection = None
+# ... and a joint product for projections of one input whose kernels share storage:
+# `joint_projection(layers, inputs)` → list of outputs, or None to call them one by one.
+joint_projection = None
 
 
 def __getattr__(name):

@@ -3,7 +3,7 @@
 import keras
 
 from keras_lm.layers import fast_ops as ops
-from keras_lm.layers.direct_call import invoke
+from keras_lm.layers.direct_call import invoke, invoke_together
 from keras_lm.layers.projection import Projection
 
 _ACTIVATIONS = {
@@ -69,7 +69,8 @@ class FeedForward(keras.layers.Layer):
     def call(self, x):
         act = _ACTIVATIONS[self.activation]
         if self.gated:
-            hidden = act(invoke(self.gate, x)) * invoke(self.intermediate, x)
+            gate, up = invoke_together((self.gate, self.intermediate), x)
+            hidden = act(gate) * up
         else:
             hidden = act(invoke(self.intermediate, x))
         return invoke(self.output_dense, ops.cast(hidden, self.compute_dtype))
