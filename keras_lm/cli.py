@@ -6,6 +6,9 @@ import sys
 import tempfile
 import time
 
+# JAX keeps compiled programs here between runs; KERAS_LM_COMPILE_CACHE=off disables it.
+_DEFAULT_COMPILE_CACHE = os.path.join("~", ".cache", "keras_lm", "jax")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -46,6 +49,11 @@ def main(argv=None) -> int:
         os.environ["KERAS_BACKEND"] = args.backend
     import keras_lm
 
+    cache = os.environ.get("KERAS_LM_COMPILE_CACHE", _DEFAULT_COMPILE_CACHE)
+    if cache.lower() not in ("", "0", "off", "none"):
+        from keras_lm.generation.compile import use_compilation_cache
+
+        use_compilation_cache(os.path.expanduser(cache))
     try:
         if args.command == "presets":
             for name, info in keras_lm.models.CausalLM.presets.items():

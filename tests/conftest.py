@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("KERAS_LM_COMPILE_CACHE", "off")  # the CLI would write to ~/.cache
 
 import keras  # noqa: E402
 

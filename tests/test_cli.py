@@ -45,3 +45,25 @@ def test_stream_and_stop(gpt2_preset, capsys):
                  "--sampler", "greedy", "--stop", stop]) == 0
     out = capsys.readouterr().out.rstrip("\n")
     assert out.endswith(stop) and len(out) <= len(full)
+
+
+def test_jax_compilation_cache_is_kept_between_runs(gpt2_preset, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import keras
+    import pytest
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("a JAX feature")
+    cache = tmp_path / "compile-cache"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_LM_COMPILE_CACHE": str(cache)}
+    command = [sys.executable, "-m", "keras_lm.cli", "generate", "the quick", "--preset",
+               gpt2_preset, "--max-length", "12", "--sampler", "greedy"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    stored = sorted(p.name for p in cache.iterdir())
+    assert any(name.startswith("jit__traced") for name in stored)  # prefill and decode chunk
+    second = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    assert second.stdout == first.stdout
+    assert sorted(p.name for p in cache.iterdir()) == stored  # reused, nothing recompiled
