@@ -157,3 +157,24 @@ def test_cache_growth_between_chunks_keeps_outputs(gpt2_lm, monkeypatch):
     assert grown_shapes == [128]  # 8 + 100 slots fit the first cache
     np.testing.assert_array_equal(grown["token_ids"], whole["token_ids"])
     assert grown["token_ids"].shape[1] >= 100
+
+
+def test_take_cache_rows_moves_every_head_of_a_sequence():
+    from keras_lm.generation.engine import take_cache_rows
+
+    kv_heads, slots, dim = 3, 4, 2
+    keys = np.arange(2 * kv_heads * slots * dim, dtype="float32").reshape(-1, slots, dim)
+    caches = [(keras.ops.convert_to_tensor(keys), keras.ops.convert_to_tensor(-keys))]
+    ((got_keys, got_values),) = take_cache_rows(caches, np.array([1, 1, 0], "int32"), kv_heads)
+    expected = keys.reshape(2, kv_heads, slots, dim)[[1, 1, 0]].reshape(-1, slots, dim)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got_keys), expected)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got_values), -expected)
+
+
+def test_log_probs_leave_the_tokens_unchanged(gpt2_lm):
+    kwargs = dict(max_length=20, stop_token_ids=None, sampler="greedy")
+    plain = gpt2_lm.generate(["the quick", "i"], **kwargs)
+    with_scores, log_probs = gpt2_lm.generate(["the quick", "i"], return_log_probs=True,
+                                              **kwargs)
+    assert plain == with_scores
+    assert all(np.all(row < 0) for row in log_probs)

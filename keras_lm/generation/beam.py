@@ -9,6 +9,7 @@ from keras_lm.generation.engine import (
     finished_rows,
     initial_state,
     scope,
+    take_cache_rows,
 )
 from keras_lm.generation.processors import apply_processors
 from keras_lm.layers import fast_ops as ops
@@ -19,6 +20,7 @@ _NEG_INF = -1e9
 def _build_beam_loop(engine, sampler, processors=()):
     variables = engine.model.variables
     num_beams = sampler.num_beams
+    kv_heads = engine.backbone.num_key_value_heads
 
     def loop(model_values, sampler_values, state, stop_ids, max_new, left_pad, tokens):
         batch_beams = ops.shape(tokens)[0]
@@ -44,8 +46,7 @@ def _build_beam_loop(engine, sampler, processors=()):
                 origin = flat // vocab + ops.arange(batch)[:, None] * num_beams
                 origin = ops.reshape(origin, (-1,))
                 token = ops.cast(ops.reshape(flat % vocab, (-1,)), "int32")
-                caches = [(ops.take(k, origin, axis=0), ops.take(v, origin, axis=0))
-                          for k, v in state["caches"]]
+                caches = take_cache_rows(state["caches"], origin, kv_heads)
                 was_done = ops.take(done, origin, axis=0)
                 tokens = ops.take(tokens, origin, axis=0)
                 tokens = ops.slice_update(

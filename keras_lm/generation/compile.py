@@ -16,9 +16,14 @@ import keras
 
 
 class CompiledFunction:
-    """Wrap `fn` for the active backend; `trace_count` counts (re)compilations on JAX and TF."""
+    """Wrap `fn` for the active backend; `trace_count` counts (re)compilations on JAX and TF.
 
-    def __init__(self, fn, variables):
+    `donate` lists positions in the call's arguments whose buffers JAX may reuse for outputs
+    (the caller never reads them again): caches passed through are then updated in place
+    instead of copied on every call.
+    """
+
+    def __init__(self, fn, variables, donate: tuple = ()):
         self._fn = fn
         self._variables = variables
         self.trace_count = 0
@@ -27,7 +32,8 @@ class CompiledFunction:
         if backend == "jax":
             import jax
 
-            self._compiled = jax.jit(self._traced)
+            # +1: the model's values come first.
+            self._compiled = jax.jit(self._traced, donate_argnums=tuple(i + 1 for i in donate))
         elif backend == "tensorflow":
             import tensorflow as tf
 
@@ -243,7 +249,7 @@ def to_numpy(x):
 
 
 def write_cache(cache, start, update):
-    """Write `update` into `cache` at `[:, :, start:start + len]` and return the cache.
+    """Write `update` into `cache` at `[:, start:start + len]` and return the cache.
 
     Torch writes in place (generation runs under no_grad and never reuses the old cache);
     `keras.ops.slice_update` would copy the whole cache every step. `index_copy_` with a
@@ -254,7 +260,7 @@ def write_cache(cache, start, update):
     if keras.backend.backend() == "torch" and not cache.requires_grad and cache.is_contiguous():
         import torch
 
-        slots = torch.arange(update.shape[2], device=cache.device) + start
-        cache.index_copy_(2, slots, update)
+        slots = torch.arange(update.shape[1], device=cache.device) + start
+        cache.index_copy_(1, slots, update)
         return cache
-    return keras.ops.slice_update(cache, (0, 0, start, 0), update)
+    return keras.ops.slice_update(cache, (0, start, 0), update)

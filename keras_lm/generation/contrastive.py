@@ -10,6 +10,7 @@ from keras_lm.generation.engine import (
     finished_rows,
     initial_state,
     scope,
+    take_cache_rows,
 )
 from keras_lm.generation.processors import apply_processors
 from keras_lm.layers import fast_ops as ops
@@ -18,6 +19,7 @@ from keras_lm.layers import fast_ops as ops
 def _build_contrastive_loop(engine, sampler, processors=()):
     variables = engine.model.variables
     k, alpha = sampler.k, sampler.alpha
+    kv_heads = engine.backbone.num_key_value_heads
 
     def loop(model_values, sampler_values, state, stop_ids, max_new, left_pad, out):
         batch = ops.shape(out)[0]
@@ -33,7 +35,9 @@ def _build_contrastive_loop(engine, sampler, processors=()):
                 probs = ops.softmax(processed / sampler.temperature, axis=-1)
                 top_probs, top_tokens = ops.top_k(probs, k=k)
                 expand = lambda x: ops.repeat(x, k, axis=0)  # noqa: E731
-                caches = [(expand(a), expand(b)) for a, b in state["caches"]]
+                caches = take_cache_rows(
+                    state["caches"], ops.repeat(ops.arange(batch), k, axis=0), kv_heads
+                )
                 candidates = ops.cast(ops.reshape(top_tokens, (-1, 1)), "int32")
                 positions = expand(state["positions"])[:, None]
                 hidden, caches = engine.forward_step(
@@ -64,8 +68,7 @@ def _build_contrastive_loop(engine, sampler, processors=()):
                 )
                 new_state = {
                     "logits": ops.take(logits, flat, axis=0),
-                    "caches": [(ops.take(a, flat, axis=0), ops.take(b, flat, axis=0))
-                               for a, b in caches],
+                    "caches": take_cache_rows(caches, flat, kv_heads),
                     "past": past,
                     "valid": valid,
                     "index": slot + 1,

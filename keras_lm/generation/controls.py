@@ -26,7 +26,7 @@ def decode(engine, request: GenerationRequest, sampler, tokenizer=None, stop_str
         log_probs = [None] * len(tokens)
     else:
         tokens = [[] for _ in request.prompts]
-        log_probs = [[] for _ in request.prompts]
+        log_probs = [[] if request.log_probs else None for _ in request.prompts]
         beams = None
     texts = None
     trackers = _trackers(request, tokenizer) if stop_strings else None
@@ -38,7 +38,8 @@ def decode(engine, request: GenerationRequest, sampler, tokenizer=None, stop_str
                     continue
                 keep = chunk_tokens[row] >= 0
                 tokens[row].extend(chunk_tokens[row][keep].tolist())
-                log_probs[row].extend(chunk_log_probs[row][keep].tolist())
+                if log_probs[row] is not None:
+                    log_probs[row].extend(chunk_log_probs[row][keep].tolist())
                 if trackers is not None:
                     trackers[row].extend(chunk_tokens[row][keep].tolist())
                     if trackers[row].cut_at_stop(stop_strings):

@@ -5,6 +5,7 @@ positions keep each row's numbers identical to generating it alone.
 """
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 
 import keras
@@ -40,6 +41,7 @@ class GenerationRequest:
     stop_token_ids: tuple = ()
     pad_token_id: int = 0
     processors: list = field(default_factory=list)
+    log_probs: bool = True  # whether decoding records each token's log-probability
 
 
 @dataclass
@@ -90,6 +92,15 @@ def carry_history(new_state, history, token, done, vocab):
     return new_state
 
 
+def take_cache_rows(caches, rows, kv_heads: int):
+    """The caches of batch rows `rows` (`[new_batch]` ints, repeats allowed); each sequence
+    owns `kv_heads` consecutive cache rows."""
+    heads = ops.arange(kv_heads, dtype="int32")[None, :]
+    index = ops.reshape(ops.cast(rows, "int32")[:, None] * kv_heads + heads, (-1,))
+    return [(ops.take(keys, index, axis=0), ops.take(values, index, axis=0))
+            for keys, values in caches]
+
+
 def attention_mask(capacity, index, num_queries, left_pad):
     """`[batch, queries, capacity]`: a query at slot `index + t` sees slots in [pad, index + t]."""
     slots = ops.arange(capacity, dtype="int32")[None, None, :]
@@ -109,7 +120,7 @@ class GenerationEngine:
     def backbone(self):
         return self.model.backbone
 
-    def _function(self, kind, sampler, builder, processors=()):
+    def _function(self, kind, sampler, builder, processors=(), donate=()):
         # The variable list changes with quantize() or enable_lora(): compile afresh then.
         model_signature = (self.direct_calls(), tuple(id(v) for v in self.model.variables))
         key = (kind, id(sampler), processor_cache_key(processors), model_signature)
@@ -117,7 +128,7 @@ class GenerationEngine:
         if entry is None or entry[0] is not sampler:
             prepare_decode_weights(self.backbone)
             function = builder(sampler, list(processors)) if processors else builder(sampler)
-            entry = (sampler, CompiledFunction(function, self.model.variables))
+            entry = (sampler, CompiledFunction(function, self.model.variables, donate))
             self._compiled[key] = entry
         return entry[1]
 
@@ -131,7 +142,7 @@ class GenerationEngine:
 
     # -- shared pieces ------------------------------------------------------------------------
     def forward_step(self, token_ids, positions, caches, index, left_pad):
-        capacity = ops.shape(caches[0][0])[2]
+        capacity = ops.shape(caches[0][0])[1]
         mask = attention_mask(capacity, index, ops.shape(token_ids)[1], left_pad)
         hidden, caches = self.backbone.decode(
             token_ids,
@@ -173,7 +184,8 @@ class GenerationEngine:
 
     def run_prefill(self, sampler, token_ids, positions, left_pad, capacity):
         caches = self.backbone.empty_cache(token_ids.shape[0], capacity)
-        prefill = self._function("prefill", sampler, self._build_prefill)
+        # The fresh caches (argument 4) are filled in place.
+        prefill = self._function("prefill", sampler, self._build_prefill, donate=(4,))
         sampler_values = [v.value for v in sampler.variables]
         args = [ops.convert_to_tensor(a, "int32") for a in (token_ids, positions, left_pad)]
         return prefill(sampler_values, *args, caches)
@@ -186,7 +198,7 @@ class GenerationEngine:
         logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
         return (logits, *[t for pair in caches for t in pair])
 
-    def _build_chunk(self, sampler, processors=()):
+    def _build_chunk(self, sampler, processors=(), log_probs=True):
         variables = self.model.variables
         direct = self.direct_calls()
         # Direct calls only: Layer.__call__'s autocast and LoRA paths are not worth recording.
@@ -206,9 +218,10 @@ class GenerationEngine:
                     )
                     done = state["done"]
                     token = ops.where(done, ops.zeros_like(token), token)
-                    log_prob = ops.take_along_axis(
-                        ops.log_softmax(logits, axis=-1), token[:, None], axis=-1
-                    )[:, 0]
+                    if log_probs:  # a pass over the vocabulary: ~5% of a GPT-2 step
+                        log_prob = ops.take_along_axis(
+                            ops.log_softmax(logits, axis=-1), token[:, None], axis=-1
+                        )[:, 0]
                     count = state["count"] + 1
                     new_done = finished_rows(done, token, count, stop_ids, max_new)
                     new_logits, *flat_caches = decode_step(
@@ -222,7 +235,10 @@ class GenerationEngine:
                     ]
                 kept = ops.where(done, -1, token)
                 tokens_out = ops.slice_update(tokens_out, (0, step), kept[:, None])
-                log_probs_out = ops.slice_update(log_probs_out, (0, step), log_prob[:, None])
+                if log_probs:
+                    log_probs_out = ops.slice_update(
+                        log_probs_out, (0, step), log_prob[:, None]
+                    )
                 new_state = {
                     "logits": new_logits,
                     "caches": caches,
@@ -248,7 +264,8 @@ class GenerationEngine:
 
     def iterate(self, request: GenerationRequest, sampler, chunk_size: int = DEFAULT_CHUNK,
                 control: "DecodeControl | None" = None):
-        """Yield `(tokens [batch, n], log_probs [batch, n])` numpy chunks; -1 marks finished rows.
+        """Yield `(tokens [batch, n], log_probs [batch, n])` numpy chunks; -1 marks finished rows
+        (log-probs are zeros unless `request.log_probs`).
 
         The cache starts big enough for the prompt plus `INITIAL_STEPS` and doubles as needed,
         so per-token cost follows the current length, not the requested maximum. Rows set in
@@ -263,17 +280,21 @@ class GenerationEngine:
         # Room for the first INITIAL_STEPS steps at once: each growth compiles the chunk for a
         # new cache shape (~1 s on GPT-2), while idle slots cost little at this size.
         capacity = cache_bucket(width + min(max(chunk_size, INITIAL_STEPS), total_steps))
-        logits, _, caches = self.run_prefill(sampler, token_ids, positions, left_pad, capacity)
         stop_ids = np.array(list(request.stop_token_ids) or [-1], dtype=np.int32)
         processors = list(request.processors)
-        state = initial_state(
-            logits, caches, width, lengths, max_new <= 0, processors, request.prompts
-        )
-        chunk = self._function("chunk", sampler, self._build_chunk, processors)
+        kind, builder = "chunk", self._build_chunk
+        if not request.log_probs:
+            kind, builder = "chunk-tokens", functools.partial(builder, log_probs=False)
+        # The loop state and output buffers (arguments 1 and 5) are replaced by the results.
+        chunk = self._function(kind, sampler, builder, processors, donate=(1, 5))
         sampler_values = [v.value for v in sampler.variables]
         left_pad_t = ops.convert_to_tensor(left_pad, "int32")
         max_new_t = ops.convert_to_tensor(max_new, "int32")
         stop_t = ops.convert_to_tensor(stop_ids, "int32")
+        logits, _, caches = self.run_prefill(sampler, token_ids, positions, left_pad, capacity)
+        state = initial_state(
+            logits, caches, width, lengths, max_new <= 0, processors, request.prompts
+        )
         produced = 0
         index = width
         while produced < total_steps:
@@ -286,12 +307,9 @@ class GenerationEngine:
             if index + remaining > capacity:
                 capacity = cache_bucket(index + remaining)
                 state["caches"] = _grow(state["caches"], capacity)
-            out = (
-                ops.full((batch, chunk_size), -1, "int32"),
-                ops.zeros((batch, chunk_size), "float32"),
-            )
             state, sampler_values, tokens, log_probs = chunk(
-                sampler_values, state, stop_t, max_new_t, left_pad_t, out
+                sampler_values, state, stop_t, max_new_t, left_pad_t,
+                _chunk_outputs(batch, chunk_size),
             )
             tokens, log_probs = to_numpy(tokens), to_numpy(log_probs)
             produced += chunk_size
@@ -310,6 +328,11 @@ class DecodeControl:
         self.stopped = np.zeros((batch,), bool)
 
 
+def _chunk_outputs(batch, chunk_size):
+    """Fresh per-chunk token (-1 = none) and log-prob buffers."""
+    return ops.full((batch, chunk_size), -1, "int32"), ops.zeros((batch, chunk_size), "float32")
+
+
 def _current(stateless_scope, variable, old):
     value = stateless_scope.get_current_value(variable)
     return old if value is None else value
@@ -318,7 +341,7 @@ def _current(stateless_scope, variable, old):
 def _grow(caches, capacity):
     grown = []
     for keys, values in caches:
-        extra = capacity - ops.shape(keys)[2]
-        pad = [[0, 0], [0, 0], [0, extra], [0, 0]]
+        extra = capacity - ops.shape(keys)[1]
+        pad = [[0, 0], [0, extra], [0, 0]]
         grown.append((ops.pad(keys, pad), ops.pad(values, pad)))
     return grown

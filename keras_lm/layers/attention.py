@@ -17,9 +17,10 @@ class CachedAttention(keras.layers.Layer):
     """Causal self-attention whose key/value cache is passed in and returned.
 
     The cache for one layer is a `(keys, values)` pair of shape
-    `[batch, num_key_value_heads, capacity, head_dim]` (each head's slots contiguous, so the
-    attention products read the cache in place); new keys are written at slot
-    `cache_update_index`, and `(output, cache)` is returned; without a cache only the output.
+    `[batch * num_key_value_heads, capacity, head_dim]` (row `b * num_key_value_heads + k` holds
+    head `k` of sequence `b`, its slots contiguous, so the attention products read the cache in
+    place); new keys are written at slot `cache_update_index`, and `(output, cache)` is
+    returned; without a cache only the output.
     `attention_mask` is `[batch, query_len, key_len]` (True = attend).
 
     Example:
@@ -132,7 +133,7 @@ class CachedAttention(keras.layers.Layer):
                 positions = ops.arange(ops.shape(x)[1])[None, :]
             cos, sin = rope_cos_sin(positions, self._inverse_frequencies)
             query, key = apply_rope(query, cos, sin), apply_rope(key, cos, sin)
-        key, value = ops.transpose(key, (0, 2, 1, 3)), ops.transpose(value, (0, 2, 1, 3))
+        key, value = _rows_per_head(key), _rows_per_head(value)
         start = 0
         if cache is not None:
             start = cache_update_index
@@ -155,22 +156,32 @@ class CachedAttention(keras.layers.Layer):
         return ops.logical_and(attention_mask, in_window[None])
 
     def _attend(self, query, key, value, attention_mask, training):
+        # One product per cached head row: `[b * k, t * g, h]` queries against `[b * k, s, h]`
+        # keys. The cache is read as stored: on JAX a reshaped view of a freshly written cache
+        # makes XLA write it twice and copy the whole cache every step.
         batch, length = ops.shape(query)[0], ops.shape(query)[1]
-        groups = self.num_query_heads // self.num_key_value_heads
+        kv_heads, head_dim = self.num_key_value_heads, self.head_dim
+        groups = self.num_query_heads // kv_heads
         query = query * ops.cast(self.query_scale, query.dtype)
+        query = ops.reshape(query, (batch, length, kv_heads, groups, head_dim))
         query = ops.reshape(
-            query, (batch, length, self.num_key_value_heads, groups, self.head_dim)
+            ops.transpose(query, (0, 2, 1, 3, 4)), (batch * kv_heads, length * groups, head_dim)
         )
-        scores = ops.einsum("btkgh,bksh->bkgts", query, ops.cast(key, query.dtype))
+        scores = ops.einsum("nqh,nsh->nqs", query, ops.cast(key, query.dtype))
         scores = ops.cast(scores, "float32")
         if self.logit_soft_cap is not None:
             scores = ops.tanh(scores / self.logit_soft_cap) * self.logit_soft_cap
-        mask = ops.cast(attention_mask, "bool")[:, None, None, :, :]
+        key_len = ops.shape(attention_mask)[-1]
+        mask = ops.cast(attention_mask, "bool")[:, None, :, None, :]
+        mask = ops.broadcast_to(mask, (batch, kv_heads, length, groups, key_len))
+        mask = ops.reshape(mask, (batch * kv_heads, length * groups, key_len))
         scores = ops.where(mask, scores, _MASKED)
         weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         weights = invoke(self.dropout_layer, weights, training=training)
-        out = ops.einsum("bkgts,bksh->btkgh", weights, ops.cast(value, weights.dtype))
-        return ops.reshape(out, (batch, length, self.num_query_heads, self.head_dim))
+        out = ops.einsum("nqs,nsh->nqh", weights, ops.cast(value, weights.dtype))
+        out = ops.reshape(out, (batch, kv_heads, length, groups, head_dim))
+        out = ops.transpose(out, (0, 2, 1, 3, 4))
+        return ops.reshape(out, (batch, length, self.num_query_heads, head_dim))
 
     def get_config(self):
         config = super().get_config()
@@ -192,3 +203,9 @@ class CachedAttention(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config
+
+
+def _rows_per_head(x):
+    """`[batch, length, heads, head_dim]` -> `[batch * heads, length, head_dim]`."""
+    batch, length, heads, head_dim = ops.shape(x)
+    return ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (batch * heads, length, head_dim))

@@ -187,6 +187,7 @@ class CausalLM(Task):
                 min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias,
                 logits_processors,
             ),
+            log_probs=return_log_probs and not stream,
         )
         stops = normalize_stop_strings(stop_strings)
         tokenizer = getattr(self.preprocessor, "tokenizer", None)

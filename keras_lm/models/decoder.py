@@ -216,8 +216,9 @@ class DecoderBackbone(Backbone):
         return invoke(self._token_embedding, hidden_states, reverse=True)
 
     def empty_cache(self, batch_size: int, capacity: int):
-        """Zeroed per-layer `(keys, values)` of shape `[batch, kv_heads, capacity, head_dim]`."""
-        shape = (batch_size, self.num_key_value_heads, capacity, self.head_dim)
+        """Zeroed per-layer `(keys, values)` of shape `[batch * kv_heads, capacity, head_dim]`
+        (see `CachedAttention`)."""
+        shape = (batch_size * self.num_key_value_heads, capacity, self.head_dim)
         dtype = self.compute_dtype
         return [(ops.zeros(shape, dtype), ops.zeros(shape, dtype)) for _ in range(self.num_layers)]
 
