@@ -167,3 +167,85 @@ def test_int8_head_is_quantized_and_round_trips_through_a_preset(tmp_path, tie):
     restored = keras_lm.models.CausalLM.from_preset(str(tmp_path / "int8"))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(restored.score(ids)), after,
                                atol=1e-5)
+
+
+def _quantized_llama(seed, tie, lora_rank=None):
+    import warnings
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_lm.models.LlamaBackbone(
+        vocabulary_size=300, num_layers=2, num_query_heads=4, hidden_dim=32,
+        intermediate_dim=48, num_key_value_heads=2, tie_word_embeddings=tie)
+    lm = keras_lm.models.LlamaCausalLM(backbone=backbone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm.quantize("int8")
+    if lora_rank:
+        backbone.enable_lora(rank=lora_rank)
+        for variable in backbone.lora_variables():
+            variable.assign(keras.random.normal(variable.shape, stddev=0.3, seed=seed))
+    return lm
+
+
+def _greedy(lm, prompts):
+    ids = np.full((len(prompts), 8), 0, dtype="int32")
+    mask = np.zeros_like(ids, dtype=bool)
+    for i, prompt in enumerate(prompts):
+        ids[i, : len(prompt)], mask[i, : len(prompt)] = prompt, True
+    out, log_probs = lm.generate({"token_ids": ids, "padding_mask": mask}, max_new_tokens=6,
+                                 stop_token_ids=None, sampler="greedy", return_log_probs=True)
+    return np.asarray(out["token_ids"]), np.asarray(log_probs)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_fast_int8_generation_matches_keras_int8_path(tie, monkeypatch):
+    """The backend's int8 products (row-major copies and row padding on JAX, FBGEMM on torch)
+    give Keras' int8 results: exactly on JAX, within FBGEMM's activation rounding on torch."""
+    from keras_lm.layers import fast_ops
+
+    if fast_ops.int8_projection is None:
+        pytest.skip("no fast int8 path on this backend")
+    lm = _quantized_llama(3, tie)
+    prompts = [[1, 5, 9, 200], [1, 7]]  # two rows, and a single row below
+    fast = _greedy(lm, prompts), _greedy(lm, prompts[:1])
+    monkeypatch.setattr(fast_ops, "int8_projection", None)
+    keras_path = _greedy(lm, prompts), _greedy(lm, prompts[:1])
+    exact = keras.backend.backend() == "jax"
+    for (tokens, log_probs), (expected_tokens, expected) in zip(fast, keras_path, strict=True):
+        if exact:
+            np.testing.assert_array_equal(tokens, expected_tokens)
+        np.testing.assert_allclose(log_probs, expected, atol=1e-5 if exact else 0.05,
+                                   rtol=1e-6 if exact else 0.05)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX keeps row-major int8 copies")
+def test_row_major_int8_copies_follow_reassigned_kernels():
+    from keras_lm.generation.xla_int8 import row_major_companions
+
+    lm, other = _quantized_llama(3, tie=False), _quantized_llama(4, tie=False)
+    before = _greedy(lm, [[1, 5, 9, 200]])
+    copies = row_major_companions(lm.backbone)
+    # Every projection (7 per layer) and the untied head; none of them is a saved weight.
+    assert len(copies) == 2 * 7 + 1
+    assert not {id(v) for v in copies} & {id(v) for v in lm.variables}
+    for target, source in zip(lm.variables, other.variables, strict=True):
+        target.assign(source.value)
+    after, expected = _greedy(lm, [[1, 5, 9, 200]]), _greedy(other, [[1, 5, 9, 200]])
+    assert not np.array_equal(before[1], after[1])
+    np.testing.assert_allclose(after[1], expected[1], atol=1e-5)
+    assert [id(v) for v in row_major_companions(lm.backbone)] == [id(v) for v in copies]
+
+
+def test_lora_on_an_int8_model_takes_part_in_fast_calls(monkeypatch):
+    """QLoRA-style: adapters on int8 layers change outputs the same way on the fast path."""
+    from keras_lm.layers import fast_ops
+
+    prompts = [[1, 5, 6, 7, 8, 250]]
+    plain = _greedy(_quantized_llama(3, tie=True), prompts)[1]
+    lm = _quantized_llama(3, tie=True, lora_rank=2)
+    fast = _greedy(lm, prompts)[1]
+    monkeypatch.setattr(fast_ops, "int8_projection", None)
+    expected = _greedy(lm, prompts)[1]
+    scale = np.abs(expected - plain).max()
+    assert scale > 0.01  # the adapters matter
+    np.testing.assert_allclose(fast, expected, atol=0.05 * scale)

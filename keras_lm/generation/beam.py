@@ -18,7 +18,7 @@ _NEG_INF = -1e9
 
 
 def _build_beam_loop(engine, sampler, processors=()):
-    variables = engine.model.variables
+    variables = engine.variables
     num_beams = sampler.num_beams
     kv_heads = engine.backbone.num_key_value_heads
 

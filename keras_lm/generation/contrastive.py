@@ -17,7 +17,7 @@ from keras_lm.layers import fast_ops as ops
 
 
 def _build_contrastive_loop(engine, sampler, processors=()):
-    variables = engine.model.variables
+    variables = engine.variables
     k, alpha = sampler.k, sampler.alpha
     kv_heads = engine.backbone.num_key_value_heads
 

@@ -25,6 +25,7 @@ from keras_lm.generation.processors import (
     update_history,
 )
 from keras_lm.generation.processors import cache_key as processor_cache_key
+from keras_lm.generation.xla_int8 import row_major_companions
 from keras_lm.layers import fast_ops as ops
 from keras_lm.layers.direct_call import direct_layer_calls
 
@@ -120,15 +121,21 @@ class GenerationEngine:
     def backbone(self):
         return self.model.backbone
 
+    @property
+    def variables(self) -> list:
+        """The model's variables, then the backend's inference copies of quantized kernels
+        (refreshed here when a kernel changed), which compiled functions receive with them."""
+        return self.model.variables + row_major_companions(self.backbone)
+
     def _function(self, kind, sampler, builder, processors=(), donate=()):
         # The variable list changes with quantize() or enable_lora(): compile afresh then.
-        model_signature = (self.direct_calls(), tuple(id(v) for v in self.model.variables))
+        model_signature = (self.direct_calls(), tuple(id(v) for v in self.variables))
         key = (kind, id(sampler), processor_cache_key(processors), model_signature)
         entry = self._compiled.get(key)
         if entry is None or entry[0] is not sampler:
             prepare_decode_weights(self.backbone)
             function = builder(sampler, list(processors)) if processors else builder(sampler)
-            entry = (sampler, CompiledFunction(function, self.model.variables, donate))
+            entry = (sampler, CompiledFunction(function, self.variables, donate))
             self._compiled[key] = entry
         return entry[1]
 
@@ -154,7 +161,7 @@ class GenerationEngine:
         return hidden, caches
 
     def _build_prefill(self, sampler):
-        variables = self.model.variables
+        variables = self.variables
 
         def prefill(model_values, sampler_values, token_ids, positions, left_pad, caches):
             with scope(variables, model_values, sampler, sampler_values, self.direct_calls()):
@@ -199,7 +206,7 @@ class GenerationEngine:
         return (logits, *[t for pair in caches for t in pair])
 
     def _build_chunk(self, sampler, processors=(), log_probs=True):
-        variables = self.model.variables
+        variables = self.variables
         direct = self.direct_calls()
         # Direct calls only: Layer.__call__'s autocast and LoRA paths are not worth recording.
         decode_step = TracedStep(self.next_logits, variables, enabled=direct)

@@ -49,7 +49,12 @@ class Projection(keras.layers.EinsumDense):
             batch_shape = tuple(shape[: len(shape) - self._num_contracted])
             x = fast(self, ops.reshape(inputs, batch_shape + (self._kernel_rows,)))
             if x is not None:
-                return self._finish(ops.reshape(x, batch_shape + tuple(self._kernel_out_shape)))
+                x = ops.reshape(x, batch_shape + tuple(self._kernel_out_shape))
+                if self.lora_enabled:  # as Keras' int8 path adds it
+                    lora = ops.matmul(ops.einsum(self.equation, inputs, self.lora_kernel_a),
+                                      self.lora_kernel_b)
+                    x = x + ops.cast(self.lora_alpha / self.lora_rank, x.dtype) * lora
+                return self._finish(x)
         return super()._int8_call(inputs, training=training)
 
     def _finish(self, x):
