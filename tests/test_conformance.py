@@ -62,6 +62,21 @@ def test_shapes_and_dtypes(family):
     assert tuple(logits.shape) == (2, 7, VOCAB)
 
 
+def test_fresh_weights_are_distinct(family):
+    """One initializer serves many variables; each must still get its own random values
+    (an unseeded Keras initializer reuses its seed, so shared instances gave equal layers)."""
+    backbone_cls, _, args, non_default = family
+    backbone = backbone_cls(**{**args, **non_default})
+    random = [(v.path, keras.ops.convert_to_numpy(v.value)) for v in backbone.weights]
+    random = [(path, value) for path, value in random if value.size > 1 and value.std() > 0]
+    assert len(random) > 4 * args["num_layers"]
+    for i, (path, value) in enumerate(random):
+        for other_path, other in random[:i]:
+            if other.size == value.size:
+                assert not np.array_equal(other.ravel(), value.ravel()), (path, other_path)
+                assert not np.array_equal(other.ravel()[:8], value.ravel()[:8]), (path, other_path)
+
+
 def test_cached_decoding_equals_full_forward(family):
     backbone_cls, lm_cls, args, _ = family
     lm = lm_cls(backbone=backbone_cls(**args))

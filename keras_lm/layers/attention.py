@@ -5,6 +5,7 @@ import keras
 from keras_lm.generation.compile import write_cache
 from keras_lm.layers import fast_ops as ops
 from keras_lm.layers.direct_call import invoke, invoke_together
+from keras_lm.layers.initializers import fresh_initializer
 from keras_lm.layers.normalization import Normalization
 from keras_lm.layers.projection import Projection
 from keras_lm.layers.rotary import apply_rope, rope_cos_sin, rope_inverse_frequencies
@@ -82,7 +83,7 @@ class CachedAttention(keras.layers.Layer):
             equation,
             output_shape=output_shape,
             bias_axes=bias_axes,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name=name,
         )

@@ -5,6 +5,7 @@ import math
 import keras
 
 from keras_lm.layers import fast_ops as ops
+from keras_lm.layers.initializers import fresh_initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
@@ -43,7 +44,7 @@ class ReversibleEmbedding(keras.layers.Embedding):
             self.reverse_embeddings = self.add_weight(
                 name="reverse_embeddings",
                 shape=(self.output_dim, self.input_dim),
-                initializer="zeros" if int8 else self.embeddings_initializer,
+                initializer="zeros" if int8 else fresh_initializer(self.embeddings_initializer),
                 dtype="int8" if int8 else None,
                 trainable=not int8,
             )

@@ -4,6 +4,7 @@ import keras
 
 from keras_lm.layers import fast_ops as ops
 from keras_lm.layers.direct_call import invoke, invoke_together
+from keras_lm.layers.initializers import fresh_initializer
 from keras_lm.layers.projection import Projection
 
 _ACTIVATIONS = {
@@ -49,7 +50,7 @@ class FeedForward(keras.layers.Layer):
             "btd,df->btf",
             output_shape=(None, units),
             bias_axes="f" if self.use_bias else None,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name=name,
         )
