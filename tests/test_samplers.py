@@ -118,3 +118,17 @@ def test_contrastive_runs_with_penalty(gpt2_lm):
     out = gpt2_lm.generate(["the quick"], max_length=14, stop_token_ids=None,
                            sampler=keras_lm.samplers.ContrastiveSampler(k=4, alpha=0.6))
     assert out[0].startswith("the quick")
+
+
+def test_greedy_picks_the_first_maximum_like_numpy_argmax():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(5, 1000)).astype("float32")
+    logits[1, [7, 500, 999]] = 50.0  # ties: the first index wins
+    logits[2, -1] = 60.0
+    logits[3] = -np.inf
+    logits[3, 42] = -1e30
+    picked = samplers.GreedySampler().next_token_from_logits(keras.ops.convert_to_tensor(logits))
+    picked = keras.ops.convert_to_numpy(picked)
+    assert picked.dtype == np.int32
+    np.testing.assert_array_equal(picked, np.argmax(logits, axis=-1))
+    assert picked[1] == 7 and picked[2] == 999 and picked[3] == 42
