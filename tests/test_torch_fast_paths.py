@@ -209,3 +209,38 @@ def test_joint_projection_over_side_by_side_kernels_matches_separate_calls(kind,
                 np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
         for a, b in zip(invoke_together(members, x), separate, strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_batched_decode_step_with_onednn_products_is_recorded(monkeypatch):
+    """Several rows against a large kernel take oneDNN's linear; the recorded step must
+    contain it (the tracer once rejected its arguments, leaving batched decoding eager)."""
+    import warnings
+
+    import keras
+    import torch
+
+    import keras_lm
+    from keras_lm.generation import compile as compile_module
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_lm.models.GPT2Backbone(
+        vocabulary_size=64, num_layers=1, num_heads=2, hidden_dim=512, intermediate_dim=1024,
+        max_sequence_length=64)
+    lm = keras_lm.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    lm.compile(sampler="greedy")
+    ids = np.array([[5, 9, 11, 3], [0, 0, 7, 2]], dtype="int32")
+    inputs = {"token_ids": ids, "padding_mask": ids > 0}
+    recorded = []
+    real_trace = compile_module.TracedStep._trace
+    monkeypatch.setattr(compile_module.TracedStep, "_trace",
+                        lambda self, *a: recorded.append(real_trace(self, *a)) or recorded[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        traced = lm.generate(inputs, max_new_tokens=6, stop_token_ids=None)
+    assert recorded and all(r is not False for r in recorded)
+    kinds = {node.kind() for node in recorded[0].graph.nodes()}
+    assert "keras_lm::linear_rows" in kinds
+    monkeypatch.setattr(compile_module.TracedStep, "_trace", lambda self, *a: False)  # eager
+    eager = lm.generate(inputs, max_new_tokens=6, stop_token_ids=None)
+    np.testing.assert_array_equal(traced["token_ids"], eager["token_ids"])
+    assert torch.is_tensor(torch.ops.keras_lm.linear_rows(torch.ones(2, 4), torch.ones(3, 4)))

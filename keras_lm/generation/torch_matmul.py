@@ -8,7 +8,9 @@ LM head takes 11.4 ms with `x @ E.T` and 2.9 ms split as below). For inference c
 - one row (a decode step at batch 1): the kernel's output columns split into a few blocks,
   one batched matrix-vector product, so every thread streams its share of the weights;
 - several rows: oneDNN's linear (`torch.ops.mkldnn._linear_pointwise`), which reads the
-  kernel in place and runs about 2x faster than MKL at 8 rows here.
+  kernel in place and runs about 2x faster than MKL at 8 rows here. It is called through our
+  own operator `keras_lm::linear_rows`: the tracer cannot record the oneDNN op's empty
+  `Scalar?[]` argument, which left every batched decode step untraced (eager).
 
 Anything else (gradients, other dtypes or devices) takes Keras' own `matmul`.
 
@@ -170,8 +172,34 @@ def matmul(x, y):
     if flat.shape[0] == 1:
         out = _one_row(flat, y)
     else:
-        out = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), y.T, None, "none", [], "")
+        out = _linear_rows(flat.contiguous(), y.T)
     return out.reshape(*x.shape[:-1], n)
+
+
+def _onednn_linear(rows, weight):
+    """`rows [M, K] @ weight [N, K].T` by oneDNN."""
+    return _torch.ops.mkldnn._linear_pointwise(rows, weight, None, "none", [], "")
+
+
+def _register_linear_rows(torch):
+    """`keras_lm::linear_rows(rows, weight)`: the oneDNN linear behind a schema TorchScript's
+    tracer records (a Python kernel; replaying it costs microseconds)."""
+    global _linear_rows, _library
+    if _linear_rows is not None:
+        return
+    try:
+        library = torch.library.Library("keras_lm", "DEF")
+        library.define("linear_rows(Tensor rows, Tensor weight) -> Tensor")
+        library.impl("linear_rows", _onednn_linear, "CPU")
+    except RuntimeError:  # defined elsewhere in this process: call oneDNN directly
+        _linear_rows = _onednn_linear
+        return
+    _library = library  # the definition lives as long as this object
+    _linear_rows = torch.ops.keras_lm.linear_rows
+
+
+_linear_rows = None
+_library = None
 
 
 _packed = weakref.WeakKeyDictionary()  # layer -> (weights' identity and version, packed)
@@ -227,6 +255,7 @@ def install() -> bool:
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn,
                                                                 "_linear_pointwise"):
         return False
+    _register_linear_rows(torch)
     if _keras_matmul is None:
         _keras_matmul = fast_ops.matmul
     fast_ops.matmul = matmul
