@@ -129,13 +129,14 @@ class GenerationEngine:
 
     def _function(self, kind, sampler, builder, processors=(), donate=()):
         # The variable list changes with quantize() or enable_lora(): compile afresh then.
-        model_signature = (self.direct_calls(), tuple(id(v) for v in self.variables))
+        variables = self.variables  # walks the layers (companions): once per lookup
+        model_signature = (self.direct_calls(), tuple(id(v) for v in variables))
         key = (kind, id(sampler), processor_cache_key(processors), model_signature)
         entry = self._compiled.get(key)
         if entry is None or entry[0] is not sampler:
             prepare_decode_weights(self.backbone)
             function = builder(sampler, list(processors)) if processors else builder(sampler)
-            entry = (sampler, CompiledFunction(function, self.variables, donate))
+            entry = (sampler, CompiledFunction(function, variables, donate))
             self._compiled[key] = entry
         return entry[1]
 
