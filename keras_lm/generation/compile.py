@@ -249,7 +249,8 @@ def to_numpy(x):
 
 
 def write_cache(cache, start, update):
-    """Write `update` into `cache` at `[:, start:start + len]` and return the cache.
+    """Write `update` into `cache` at `[:, start:start + len]` (`[start:start + len]` for a
+    cache of rank 2) and return the cache.
 
     Torch writes in place (generation runs under no_grad and never reuses the old cache);
     `keras.ops.slice_update` would copy the whole cache every step. `index_copy_` with a
@@ -260,7 +261,9 @@ def write_cache(cache, start, update):
     if keras.backend.backend() == "torch" and not cache.requires_grad and cache.is_contiguous():
         import torch
 
-        slots = torch.arange(update.shape[1], device=cache.device) + start
-        cache.index_copy_(1, slots, update)
+        axis = cache.dim() - 2
+        slots = torch.arange(update.shape[axis], device=cache.device) + start
+        cache.index_copy_(axis, slots, update)
         return cache
-    return keras.ops.slice_update(cache, (0, start, 0), update)
+    origin = (start, 0) if len(cache.shape) == 2 else (0, start, 0)
+    return keras.ops.slice_update(cache, origin, update)

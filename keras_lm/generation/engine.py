@@ -150,7 +150,7 @@ class GenerationEngine:
 
     # -- shared pieces ------------------------------------------------------------------------
     def forward_step(self, token_ids, positions, caches, index, left_pad):
-        capacity = ops.shape(caches[0][0])[1]
+        capacity = ops.shape(caches[0][0])[-2]
         mask = attention_mask(capacity, index, ops.shape(token_ids)[1], left_pad)
         hidden, caches = self.backbone.decode(
             token_ids,
@@ -259,6 +259,8 @@ class GenerationEngine:
                 return step + 1, new_state, new_sampler_values, tokens_out, log_probs_out
 
             tokens_out, log_probs_out = out
+            caches = state["caches"]
+            state = dict(state, caches=single_row_caches(caches))
             loop = ops.while_loop(
                 cond,
                 body,
@@ -266,6 +268,9 @@ class GenerationEngine:
                  log_probs_out),
             )
             _, state, sampler_values, tokens_out, log_probs_out = loop
+            state["caches"] = [(ops.reshape(k, ops.shape(old_k)), ops.reshape(v, ops.shape(old_v)))
+                               for (k, v), (old_k, old_v) in zip(state["caches"], caches,
+                                                                 strict=True)]
             return state, sampler_values, tokens_out, log_probs_out
 
         return chunk
@@ -344,6 +349,16 @@ def _chunk_outputs(batch, chunk_size):
 def _current(stateless_scope, variable, old):
     value = stateless_scope.get_current_value(variable)
     return old if value is None else value
+
+
+def single_row_caches(caches):
+    """Caches with one row (batch 1 of a one-KV-head model) as `[capacity, head_dim]`, for
+    the decode loop: XLA's CPU backend otherwise writes each such cache twice and copies it four
+    times per step (it drops the unit axis of the attention product and fuses that reshape
+    into the write). Others are returned as they are."""
+    if ops.shape(caches[0][0])[0] != 1:
+        return caches
+    return [(k[0], v[0]) for k, v in caches]
 
 
 def _grow(caches, capacity):

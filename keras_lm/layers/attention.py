@@ -21,7 +21,8 @@ class CachedAttention(keras.layers.Layer):
     `[batch * num_key_value_heads, capacity, head_dim]` (row `b * num_key_value_heads + k` holds
     head `k` of sequence `b`, its slots contiguous, so the attention products read the cache in
     place); new keys are written at slot `cache_update_index`, and `(output, cache)` is
-    returned; without a cache only the output.
+    returned; without a cache only the output. When `batch * num_key_value_heads` is 1 the cache
+    may also be `[capacity, head_dim]` (see `generation.engine.single_row_caches`).
     `attention_mask` is `[batch, query_len, key_len]` (True = attend).
 
     Example:
@@ -139,6 +140,8 @@ class CachedAttention(keras.layers.Layer):
         if cache is not None:
             start = cache_update_index
             key_cache, value_cache = cache
+            if len(ops.shape(key_cache)) == 2:  # the one cached head row, without its axis
+                key, value = key[0], value[0]
             key = write_cache(key_cache, start, key)
             value = write_cache(value_cache, start, value)
             cache = (key, value)
@@ -168,7 +171,10 @@ class CachedAttention(keras.layers.Layer):
         query = ops.reshape(
             ops.transpose(query, (0, 2, 1, 3, 4)), (batch * kv_heads, length * groups, head_dim)
         )
-        scores = ops.einsum("nqh,nsh->nqs", query, ops.cast(key, query.dtype))
+        # A single cached row comes without its axis: XLA turns an axis of 1 into a reshape
+        # that it fuses into the cache write, writing it twice and copying it every step.
+        rows = "n" if len(ops.shape(key)) == 3 else ""
+        scores = ops.einsum(f"nqh,{rows}sh->nqs", query, ops.cast(key, query.dtype))
         scores = ops.cast(scores, "float32")
         if self.logit_soft_cap is not None:
             scores = ops.tanh(scores / self.logit_soft_cap) * self.logit_soft_cap
@@ -179,7 +185,7 @@ class CachedAttention(keras.layers.Layer):
         scores = ops.where(mask, scores, _MASKED)
         weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         weights = invoke(self.dropout_layer, weights, training=training)
-        out = ops.einsum("nqs,nsh->nqh", weights, ops.cast(value, weights.dtype))
+        out = ops.einsum(f"nqs,{rows}sh->nqh", weights, ops.cast(value, weights.dtype))
         out = ops.reshape(out, (batch, kv_heads, length, groups, head_dim))
         out = ops.transpose(out, (0, 2, 1, 3, 4))
         return ops.reshape(out, (batch, length, self.num_query_heads, head_dim))
