@@ -4,7 +4,9 @@ KerasHub allocates and attends its cache at `max_length`, so its per-token time 
 ours follows the real length. First table: same model, same prompt (32 tokens), same 64 new
 tokens at several `max_length`. Second table: the mean per-token time of longer and longer
 generations, which grows only with the attention over the real length (no cache copies).
-Run: python benchmarks/max_length.py [--lengths 256 1024 4096] [--generated 64 512 2048]
+`--model gemma3` uses the Gemma 3 270M shape instead (one KV head: a batch-1 cache is one row).
+Run: python benchmarks/max_length.py [--model gemma3] [--lengths 256 1024 4096]
+     [--generated 64 512 2048]
 """
 
 import argparse
@@ -18,22 +20,27 @@ def main():
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--generated", type=int, nargs="+", default=[64, 512, 2048])
+    parser.add_argument("--model", choices=["gpt2", "gemma3"], default="gpt2")
     args = parser.parse_args()
 
     import keras
 
     import keras_lm
 
-    backbone = keras_lm.models.GPT2Backbone(
-        vocabulary_size=50257, num_layers=6, num_heads=8, hidden_dim=512,
-        intermediate_dim=2048,
-        max_sequence_length=max(*args.lengths, 32 + max(args.generated)),
-    )
-    lm = keras_lm.models.GPT2CausalLM(backbone=backbone)
+    longest = max(*args.lengths, 32 + max(args.generated))
+    if args.model == "gemma3":
+        from generate import SHAPES, build_keras_lm
+
+        lm, vocab, name = build_keras_lm("gemma3", SHAPES["gemma3"]), 262144, "Gemma 3 270M"
+    else:
+        backbone = keras_lm.models.GPT2Backbone(
+            vocabulary_size=50257, num_layers=6, num_heads=8, hidden_dim=512,
+            intermediate_dim=2048, max_sequence_length=longest)
+        lm, vocab, name = keras_lm.models.GPT2CausalLM(backbone=backbone), 50257, "6x512 GPT-2"
     lm.compile(sampler="greedy")
-    ids = np.random.default_rng(0).integers(1, 50257, size=(1, 32)).astype("int32")
+    ids = np.random.default_rng(0).integers(1, vocab, size=(1, 32)).astype("int32")
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
-    print(f"keras_lm ({keras.backend.backend()}), 6x512 GPT-2 shape, prompt 32, "
+    print(f"keras_lm ({keras.backend.backend()}), {name} shape, prompt 32, "
           f"{args.new_tokens} new tokens")
     print(f"{'max_length':>10s} {'ms/token':>9s} {'vs first':>9s}")
     base = None
