@@ -259,8 +259,9 @@ class GenerationEngine:
                 return step + 1, new_state, new_sampler_values, tokens_out, log_probs_out
 
             tokens_out, log_probs_out = out
-            caches = state["caches"]
-            state = dict(state, caches=single_row_caches(caches))
+            caches = single_row_caches(state["caches"])
+            squeezed = caches is not state["caches"]
+            state = dict(state, caches=caches)
             loop = ops.while_loop(
                 cond,
                 body,
@@ -268,9 +269,8 @@ class GenerationEngine:
                  log_probs_out),
             )
             _, state, sampler_values, tokens_out, log_probs_out = loop
-            state["caches"] = [(ops.reshape(k, ops.shape(old_k)), ops.reshape(v, ops.shape(old_v)))
-                               for (k, v), (old_k, old_v) in zip(state["caches"], caches,
-                                                                 strict=True)]
+            if squeezed:
+                state["caches"] = [(k[None], v[None]) for k, v in state["caches"]]
             return state, sampler_values, tokens_out, log_probs_out
 
         return chunk
@@ -353,9 +353,9 @@ def _current(stateless_scope, variable, old):
 
 def single_row_caches(caches):
     """Caches with one row (batch 1 of a one-KV-head model) as `[capacity, head_dim]`, for
-    the decode loop: XLA's CPU backend otherwise writes each such cache twice and copies it four
-    times per step (it drops the unit axis of the attention product and fuses that reshape
-    into the write). Others are returned as they are."""
+    the decode loop: on JAX, XLA's CPU backend otherwise writes each such cache twice and copies
+    it four times per step (it drops the unit axis of the attention product and fuses that
+    reshape into the write). Other caches are returned as they are (the same list)."""
     if ops.shape(caches[0][0])[0] != 1:
         return caches
     return [(k[0], v[0]) for k, v in caches]
