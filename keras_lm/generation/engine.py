@@ -356,7 +356,7 @@ def single_row_caches(caches):
     the decode loop: on JAX, XLA's CPU backend otherwise writes each such cache twice and copies
     it four times per step (it drops the unit axis of the attention product and fuses that
     reshape into the write). Other caches are returned as they are (the same list)."""
-    if ops.shape(caches[0][0])[0] != 1:
+    if caches[0][0].shape[0] != 1:  # static: TF may leave it unknown (None) here
         return caches
     return [(k[0], v[0]) for k, v in caches]
 
