@@ -77,6 +77,20 @@ def test_fresh_weights_are_distinct(family):
                 assert not np.array_equal(other.ravel()[:8], value.ravel()[:8]), (path, other_path)
 
 
+def test_a_backbone_built_for_loading_draws_nothing_at_random(family):
+    """Inside `weights_to_be_loaded` (what `from_preset` uses before reading a checkpoint)
+    no variable is drawn at random: each holds one constant (zeros, or ones for scales)."""
+    from keras_lm.layers.initializers import weights_to_be_loaded
+
+    backbone_cls, _, args, non_default = family
+    with weights_to_be_loaded():
+        backbone = backbone_cls(**{**args, **non_default})
+    varied = [v.path for v in backbone.weights
+              if np.unique(keras.ops.convert_to_numpy(v.value)).size > 1]
+    assert varied == []
+    assert len(backbone.weights) > 4 * args["num_layers"]
+
+
 def test_cached_decoding_equals_full_forward(family):
     backbone_cls, lm_cls, args, _ = family
     lm = lm_cls(backbone=backbone_cls(**args))

@@ -30,6 +30,32 @@ def test_load_weights_false_gives_fresh_weights(gpt2_preset):
     assert not np.allclose(trained.get_weights()[0], fresh.get_weights()[0])
 
 
+@pytest.mark.parametrize("source", ["native", "hugging_face"])
+def test_from_preset_builds_without_random_draws(source, gpt2_preset, hf_gpt2, monkeypatch):
+    """The variables a checkpoint is about to fill are not drawn at random first (for a
+    270M model that cost seconds and a buffer larger than the weights)."""
+    import keras
+
+    from keras_lm.presets import loader
+
+    path = gpt2_preset if source == "native" else hf_gpt2[0]
+    reader_cls = type(loader.reader_for(path))
+    load = reader_cls.load_weights
+    varied_before_loading = []
+
+    def spy(reader, backbone):
+        varied_before_loading.extend(
+            v.path for v in backbone.weights
+            if np.unique(keras.ops.convert_to_numpy(v.value)).size > 1)
+        load(reader, backbone)
+
+    monkeypatch.setattr(reader_cls, "load_weights", spy)
+    lm = keras_lm.models.CausalLM.from_preset(path)
+    assert varied_before_loading == []
+    embedding = keras.ops.convert_to_numpy(lm.backbone.token_embedding.embeddings)
+    assert np.unique(embedding).size > embedding.size // 2  # loaded, not left at zero
+
+
 def test_presets_lists_builtin_names():
     names = keras_lm.models.GPT2CausalLM.presets.keys()
     assert "gpt2_base_en" in names

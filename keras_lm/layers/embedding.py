@@ -38,7 +38,14 @@ class ReversibleEmbedding(keras.layers.Embedding):
         self.logit_soft_cap = logit_soft_cap
 
     def build(self, input_shape=None):
-        super().build(input_shape)
+        # Keras' Embedding draws from `embeddings_initializer` itself; a fresh copy gives
+        # zeros when the weights are about to be loaded, and the configured one is kept.
+        configured = self.embeddings_initializer
+        self.embeddings_initializer = fresh_initializer(configured)
+        try:
+            super().build(input_shape)
+        finally:
+            self.embeddings_initializer = configured
         if not self.tie_weights:
             int8 = self.quantization_mode == "int8"
             self.reverse_embeddings = self.add_weight(
@@ -164,7 +171,7 @@ class PositionEmbedding(keras.layers.Layer):
         self.position_embeddings = self.add_weight(
             name="embeddings",
             shape=(self.sequence_length, input_shape[-1]),
-            initializer=self.initializer,
+            initializer=fresh_initializer(self.initializer),
         )
         self.built = True
 

@@ -6,6 +6,7 @@ import os
 
 import keras
 
+from keras_lm.layers.initializers import weights_to_be_loaded
 from keras_lm.presets import native
 from keras_lm.presets.resolve import resolve_preset
 
@@ -146,19 +147,14 @@ def load_from_preset(cls, preset, load_weights: bool = True, **kwargs):
     if kind == "backbone":
         if not issubclass(backbone_cls, cls):
             raise ValueError(f"This preset holds a {backbone_cls.__name__}, not a {cls.__name__}")
-        backbone = reader.build_backbone(backbone_cls, **kwargs)
-        if load_weights:
-            reader.load_weights(backbone)
-        return backbone
+        return _build(reader, backbone_cls, load_weights, kwargs)
     if kind == "preprocessor":
         target = find_family_class(cls, backbone_cls)
         return _build_preprocessor(reader, target, kwargs)
     if kind == "task":
         target = find_family_class(cls, backbone_cls)
         backbone_kwargs, kwargs = _split_backbone_kwargs(backbone_cls, kwargs)
-        backbone = reader.build_backbone(backbone_cls, **backbone_kwargs)
-        if load_weights:
-            reader.load_weights(backbone)
+        backbone = _build(reader, backbone_cls, load_weights, backbone_kwargs)
         if "preprocessor" in kwargs:
             preprocessor = kwargs.pop("preprocessor")
         elif not reader.has_tokenizer():
@@ -169,6 +165,15 @@ def load_from_preset(cls, preset, load_weights: bool = True, **kwargs):
         task_kwargs.update(kwargs)
         return target(backbone=backbone, preprocessor=preprocessor, **task_kwargs)
     raise TypeError(f"{cls.__name__} cannot be loaded from a preset.")
+
+
+def _build(reader, backbone_cls, load_weights, kwargs):
+    if not load_weights:
+        return reader.build_backbone(backbone_cls, **kwargs)
+    with weights_to_be_loaded():  # no random draws for values about to be replaced
+        backbone = reader.build_backbone(backbone_cls, **kwargs)
+    reader.load_weights(backbone)
+    return backbone
 
 
 def _build_preprocessor(reader, preprocessor_cls, kwargs):
