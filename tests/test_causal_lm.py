@@ -40,7 +40,8 @@ def test_stop_token_ids_are_judged_per_row(gpt2_lm):
     prompt = {"token_ids": np.array([[0, 5, 6], [0, 9, 3]]), "padding_mask": np.ones((2, 3))}
     free = gpt2_lm.generate(prompt, max_length=12, stop_token_ids=None)
     first_new = free["token_ids"][0, 3]
-    stopped = gpt2_lm.generate(prompt, max_length=12, stop_token_ids=[int(first_new), 10**6])
+    unused = next(i for i in range(1, 400) if i not in free["token_ids"])
+    stopped = gpt2_lm.generate(prompt, max_length=12, stop_token_ids=[int(first_new), unused])
     # Row 0 stops right after emitting its stop token; row 1 continues unless it hits one.
     assert stopped["padding_mask"][0].sum() == 4
     row1 = free["token_ids"][1, 3:]

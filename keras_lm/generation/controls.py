@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_lm.generation.beam import beam_search
 from keras_lm.generation.contrastive import contrastive_search
-from keras_lm.generation.engine import DecodeControl, GenerationRequest
+from keras_lm.generation.engine import DecodeControl, GenerationRequest, GenerationResult
 from keras_lm.generation.text import RowText
 
 STREAM_CHUNK = 4  # tokens per compiled chunk while streaming: small, so text flows steadily
@@ -16,46 +16,67 @@ def _trackers(request, tokenizer):
     return [RowText(tokenizer._decode, p, special) for p in request.prompts]
 
 
-def decode(engine, request: GenerationRequest, sampler, tokenizer=None, stop_strings=()):
-    """Generate; returns (tokens per row, log-probs per row, completion text per row or None,
-    beams or None). Rows stop at their first stop string (judged between chunks)."""
-    if sampler.strategy != "token":
-        search = beam_search if sampler.strategy == "beam" else contrastive_search
-        result = search(engine, request, sampler)
-        tokens, beams = result.tokens, result.beams
-        log_probs = [None] * len(tokens)
-    else:
-        tokens = [[] for _ in request.prompts]
-        log_probs = [[] if request.log_probs else None for _ in request.prompts]
-        beams = None
-    texts = None
+# Whole-sequence searches by `Sampler.strategy`; "token" samplers run the engine's chunk loop.
+SEARCHES = {"beam": beam_search, "contrastive": contrastive_search}
+
+
+def search_for(sampler):
+    """The search function for `sampler.strategy` (None for token-by-token samplers)."""
+    strategy = getattr(sampler, "strategy", "token")
+    if strategy == "token":
+        return None
+    if strategy not in SEARCHES:
+        raise ValueError(
+            f"{type(sampler).__name__}.strategy is {strategy!r}; expected \"token\" or one of "
+            f"{sorted(SEARCHES)}."
+        )
+    return SEARCHES[strategy]
+
+
+def decode(engine, request: GenerationRequest, sampler, tokenizer=None,
+           stop_strings=()) -> GenerationResult:
+    """Generate; rows stop at their first stop string (judged between chunks). The result's
+    `texts` holds each row's completion text when `stop_strings` are given."""
+    search = search_for(sampler)
     trackers = _trackers(request, tokenizer) if stop_strings else None
-    if sampler.strategy == "token":
-        control = DecodeControl(len(request.prompts))
-        for chunk_tokens, chunk_log_probs in engine.iterate(request, sampler, control=control):
-            for row in range(len(tokens)):
-                if control.stopped[row]:
-                    continue
-                keep = chunk_tokens[row] >= 0
-                tokens[row].extend(chunk_tokens[row][keep].tolist())
-                if log_probs[row] is not None:
-                    log_probs[row].extend(chunk_log_probs[row][keep].tolist())
-                if trackers is not None:
-                    trackers[row].extend(chunk_tokens[row][keep].tolist())
-                    if trackers[row].cut_at_stop(stop_strings):
-                        control.stopped[row] = True
-    elif trackers is not None:
-        for row, tracker in enumerate(trackers):
-            tracker.extend(tokens[row])
-            tracker.cut_at_stop(stop_strings)
+    if search is not None:
+        result = search(engine, request, sampler)
+        result.log_probs = [None] * len(result.tokens)
+        if trackers is not None:
+            for row, tracker in enumerate(trackers):
+                tracker.extend(result.tokens[row])
+                tracker.cut_at_stop(stop_strings)
+    else:
+        result = GenerationResult(
+            tokens=[[] for _ in request.prompts],
+            log_probs=[[] if request.log_probs else None for _ in request.prompts],
+        )
+        _collect_chunks(engine, request, sampler, result, trackers, stop_strings)
     if trackers is not None:
-        texts = []
+        result.texts = []
         for row, tracker in enumerate(trackers):
-            tokens[row] = tokens[row][: len(tracker.tokens)]
+            result.tokens[row] = result.tokens[row][: len(tracker.tokens)]
+            if result.log_probs[row] is not None:
+                result.log_probs[row] = result.log_probs[row][: len(tracker.tokens)]
+            result.texts.append(tracker.text)
+    return result
+
+
+def _collect_chunks(engine, request, sampler, result, trackers, stop_strings):
+    tokens, log_probs = result.tokens, result.log_probs
+    control = DecodeControl(len(request.prompts))
+    for chunk_tokens, chunk_log_probs in engine.iterate(request, sampler, control=control):
+        for row in range(len(tokens)):
+            if control.stopped[row]:
+                continue
+            keep = chunk_tokens[row] >= 0
+            tokens[row].extend(chunk_tokens[row][keep].tolist())
             if log_probs[row] is not None:
-                log_probs[row] = log_probs[row][: len(tracker.tokens)]
-            texts.append(tracker.text)
-    return tokens, log_probs, texts, beams
+                log_probs[row].extend(chunk_log_probs[row][keep].tolist())
+            if trackers is not None:
+                trackers[row].extend(chunk_tokens[row][keep].tolist())
+                if trackers[row].cut_at_stop(stop_strings):
+                    control.stopped[row] = True
 
 
 def fill_log_probs(causal_lm, prompts, tokens, log_probs):
@@ -79,7 +100,7 @@ def fill_log_probs(causal_lm, prompts, tokens, log_probs):
 def stream(engine, request: GenerationRequest, sampler, tokenizer, stop_strings, batched):
     """Yield new text as it is generated: a string for one prompt, a list (one entry per row,
     "" when a row has nothing new) for a batch. Partial UTF-8 characters are held back."""
-    if sampler.strategy != "token":
+    if search_for(sampler) is not None:
         raise ValueError(
             "`stream=True` needs a token-by-token sampler; beam and contrastive search decide "
             "their text only at the end."

@@ -50,6 +50,7 @@ class GenerationResult:
     tokens: list  # per row: generated ids (stop token included when hit)
     log_probs: list  # per row: float32 log-probabilities of those ids
     beams: list | None = None  # beam search with return_all_beams: per row [(ids, score)]
+    texts: list | None = None  # per row: completion text cut at a stop string, when asked
     extras: dict = field(default_factory=dict)
 
 

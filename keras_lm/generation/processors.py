@@ -7,6 +7,7 @@ only, int32) are `[batch, vocab]` and are only kept when a processor asks for th
 
 import numpy as np
 
+from keras_lm import checks
 from keras_lm.layers import fast_ops as ops
 
 _NEG = -1e9
@@ -35,9 +36,7 @@ class MinPProcessor(LogitsProcessor):
     """Drop tokens whose probability is below `min_p` times the top probability."""
 
     def __init__(self, min_p: float):
-        if not 0 < min_p <= 1:
-            raise ValueError(f"`min_p` must be in (0, 1]. Received: {min_p!r}")
-        self.min_p = float(min_p)
+        self.min_p = checks.finite_number(min_p, "min_p", low=0, low_open=True, high=1)
 
     def __call__(self, logits, context):
         probabilities = ops.softmax(logits, axis=-1)
@@ -54,9 +53,9 @@ class RepetitionPenalty(LogitsProcessor):
     needs_history = True
 
     def __init__(self, penalty: float):
-        if penalty <= 0:
-            raise ValueError(f"`repetition_penalty` must be > 0. Received: {penalty!r}")
-        self.penalty = float(penalty)
+        self.penalty = checks.finite_number(
+            penalty, "repetition_penalty", low=0, low_open=True
+        )
 
     def __call__(self, logits, context):
         penalized = ops.where(logits > 0, logits / self.penalty, logits * self.penalty)
@@ -72,7 +71,7 @@ class PresencePenalty(LogitsProcessor):
     needs_history = True
 
     def __init__(self, penalty: float):
-        self.penalty = float(penalty)
+        self.penalty = checks.finite_number(penalty, "presence_penalty")
 
     def __call__(self, logits, context):
         return logits - self.penalty * ops.cast(context["counts"] > 0, logits.dtype)
@@ -87,7 +86,7 @@ class FrequencyPenalty(LogitsProcessor):
     needs_history = True
 
     def __init__(self, penalty: float):
-        self.penalty = float(penalty)
+        self.penalty = checks.finite_number(penalty, "frequency_penalty")
 
     def __call__(self, logits, context):
         return logits - self.penalty * ops.cast(context["counts"], logits.dtype)
@@ -99,10 +98,18 @@ class FrequencyPenalty(LogitsProcessor):
 class LogitBias(LogitsProcessor):
     """Add a fixed bias per token id, e.g. `{50256: -100.0}` to forbid a token."""
 
-    def __init__(self, bias: dict):
+    def __init__(self, bias: dict, vocabulary_size: int | None = None):
         if not isinstance(bias, dict):
-            raise TypeError(f"`logit_bias` must be a dict of token id -> float. Got {bias!r}")
-        self.bias = {int(k): float(v) for k, v in bias.items()}
+            raise TypeError(
+                f"`logit_bias` must be a dict of token id -> float. Received: {bias!r}"
+            )
+        limit = np.iinfo(np.int32).max if vocabulary_size is None else vocabulary_size
+        self.bias = {
+            checks.token_id(k, "logit_bias", limit): checks.finite_number(
+                v, f"logit_bias[{k!r}]"
+            )
+            for k, v in bias.items()
+        }
 
     def __call__(self, logits, context):
         vocab = ops.shape(logits)[-1]
@@ -117,6 +124,21 @@ class LogitBias(LogitsProcessor):
         return ("bias", tuple(sorted(self.bias.items())))
 
 
+class VocabularyLimit(LogitsProcessor):
+    """Forbid ids at or past `size`: embedding rows a checkpoint pads the vocabulary with
+    (beyond the tokenizer's last id) have no text."""
+
+    def __init__(self, size: int):
+        self.size = int(size)
+
+    def __call__(self, logits, context):
+        ids = ops.arange(ops.shape(logits)[-1], dtype="int32")[None, :]
+        return ops.where(ids < self.size, logits, _NEG)
+
+    def cache_key(self):
+        return ("vocabulary_limit", self.size)
+
+
 def build_processors(
     min_p=None,
     repetition_penalty=None,
@@ -124,8 +146,10 @@ def build_processors(
     frequency_penalty=None,
     logit_bias=None,
     extra=None,
+    vocabulary_size: int | None = None,
 ) -> list:
-    """The processors named by `generate`'s keyword arguments, in a fixed order."""
+    """The processors named by `generate`'s keyword arguments, in a fixed order; every value
+    is checked here (finite, in range, ids within `vocabulary_size`)."""
     processors = []
     if repetition_penalty is not None:
         processors.append(RepetitionPenalty(repetition_penalty))
@@ -133,11 +157,15 @@ def build_processors(
         processors.append(PresencePenalty(presence_penalty))
     if frequency_penalty:
         processors.append(FrequencyPenalty(frequency_penalty))
-    if logit_bias:
-        processors.append(LogitBias(logit_bias))
+    if logit_bias is not None:
+        processors.append(LogitBias(logit_bias, vocabulary_size))
+    if extra is not None and not isinstance(extra, (list, tuple)):
+        raise TypeError(f"`logits_processors` must be a list of callables. Received: {extra!r}")
     for processor in extra or []:
         if not callable(processor):
-            raise TypeError(f"`logits_processors` items must be callable. Got {processor!r}")
+            raise TypeError(
+                f"`logits_processors` items must be callable. Received: {processor!r}"
+            )
         processors.append(processor)
     if min_p is not None:
         processors.append(MinPProcessor(min_p))

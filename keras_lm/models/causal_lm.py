@@ -4,10 +4,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lm import checks
 from keras_lm import samplers as samplers_lib
 from keras_lm.generation import controls
 from keras_lm.generation.engine import GenerationEngine, GenerationRequest
-from keras_lm.generation.processors import build_processors
+from keras_lm.generation.processors import VocabularyLimit, build_processors
 from keras_lm.generation.text import normalize_stop_strings
 from keras_lm.models.task import Task, is_batch_stream, is_raw_text, to_numpy_tree
 
@@ -133,8 +134,54 @@ class CausalLM(Task):
                 for batch in inputs
             ]
             return _concatenate_outputs(outputs)
+        # Every argument is checked before anything runs or changes.
         sampler = self.sampler if sampler is None else samplers_lib.get(sampler)
-        _check_optional_positive_int(max_length=max_length, max_new_tokens=max_new_tokens)
+        sampler.check_vocabulary(self.backbone.vocabulary_size)
+        max_length = checks.positive_int(max_length, "max_length", allow_none=True)
+        max_new_tokens = checks.positive_int(max_new_tokens, "max_new_tokens", allow_none=True)
+        stops = normalize_stop_strings(stop_strings)
+        processors = self._processors(
+            min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias,
+            logits_processors,
+        )
+        stop_ids = self._stop_ids(stop_token_ids)
+        tokenizer = getattr(self.preprocessor, "tokenizer", None)
+        if (stops or stream) and tokenizer is None:
+            raise ValueError(
+                "`stop_strings` and `stream=True` need a preprocessor with a tokenizer."
+            )
+        prompts, text_input, batched, max_length = self._prompts(
+            inputs, max_length, max_new_tokens
+        )
+        lengths = np.array([len(p) for p in prompts])
+        limit = self._new_token_budget(lengths, max_length, max_new_tokens)
+        request = GenerationRequest(
+            prompts=prompts,
+            max_new=limit,
+            stop_token_ids=stop_ids,
+            pad_token_id=self._pad_id(),
+            processors=processors,
+            log_probs=return_log_probs and not stream,
+        )
+        if stream:
+            return controls.stream(self._engine, request, sampler, tokenizer, stops, batched)
+        result = controls.decode(self._engine, request, sampler, tokenizer, stops)
+        if result.beams is not None:
+            outputs = self._format_beams(result.beams, prompts, text_input, batched,
+                                         strip_prompt)
+        else:
+            # As wide as the longest reachable row (`max_length` when only it is given).
+            width = int((lengths + limit).max())
+            outputs = self._format(prompts, result.tokens, width, text_input, batched,
+                                   strip_prompt, result.texts)
+        if not return_log_probs:
+            return outputs
+        log_probs = controls.fill_log_probs(self, prompts, result.tokens, result.log_probs)
+        return outputs, (log_probs if batched else log_probs[0])
+
+    def _prompts(self, inputs, max_length, max_new_tokens):
+        """`(prompt id rows, text_input, batched, max_length)` from `generate`'s inputs; rows
+        are ragged, so nothing is sized by `max_length` or `max_new_tokens`."""
         # Lists are prompts; the preprocessor names any item that is not a string.
         text_input = is_raw_text(inputs) or isinstance(inputs, (list, tuple))
         if text_input:
@@ -146,70 +193,58 @@ class CausalLM(Task):
             batched = not isinstance(inputs, (str, bytes))
             if max_length is None and max_new_tokens is None:
                 max_length = self.preprocessor.sequence_length
-            prompts_dict = self.preprocessor.generate_preprocess(
-                inputs, sequence_length=max_length or _LONG
-            )
+            prompts = self.preprocessor.prompt_rows(inputs)
         elif isinstance(inputs, dict):
             batched = True
-            prompts_dict = _validate_token_dict(inputs)
+            token_dict = _validate_token_dict(inputs, self.backbone.vocabulary_size)
             if max_length is None and max_new_tokens is None:
-                max_length = prompts_dict["token_ids"].shape[1]
+                max_length = token_dict["token_ids"].shape[1]
+            prompts = [
+                row[mask] for row, mask in
+                zip(token_dict["token_ids"], token_dict["padding_mask"], strict=True)
+            ]
         else:
             raise TypeError(
                 "`inputs` must be a string, a list of strings, a dict with `token_ids` and "
                 f"`padding_mask`, or a dataset of those. Received: {type(inputs).__name__}"
             )
-        prompts = [
-            row[mask.astype(bool)]
-            for row, mask in zip(prompts_dict["token_ids"], prompts_dict["padding_mask"],
-                                 strict=True)
-        ]
-        lengths = np.array([len(p) for p in prompts])
-        if len(prompts) == 0:
+        if not prompts:
             raise ValueError("`inputs` must hold at least one prompt; received an empty batch.")
-        if max_length is not None and (lengths > max_length).any():
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError(
+                "Every prompt needs at least one token: a row of `inputs` is empty (an empty "
+                "string without a start token, or a `padding_mask` row with no True)."
+            )
+        longest = max(len(p) for p in prompts)
+        if max_length is not None and longest > max_length:
             raise ValueError(
                 f"`max_length`={max_length} is shorter than the longest prompt "
-                f"({int(lengths.max())} tokens)."
+                f"({longest} tokens). Pass a larger `max_length`."
             )
-        limit = np.full(len(prompts), np.iinfo(np.int32).max // 2)
+        return prompts, text_input, batched, max_length
+
+    def _new_token_budget(self, lengths, max_length, max_new_tokens) -> np.ndarray:
+        """Per row, how many tokens it may add (int32)."""
+        limit = np.full(len(lengths), np.iinfo(np.int32).max // 2)
         if max_length is not None:
             limit = np.minimum(limit, max_length - lengths)
         if max_new_tokens is not None:
             limit = np.minimum(limit, max_new_tokens)
         self._check_position_budget(lengths + limit)
-        request = GenerationRequest(
-            prompts=prompts,
-            max_new=limit.astype(np.int32),
-            stop_token_ids=self._stop_ids(stop_token_ids),
-            pad_token_id=self._pad_id(),
-            processors=build_processors(
-                min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias,
-                logits_processors,
-            ),
-            log_probs=return_log_probs and not stream,
+        return limit.astype(np.int32)
+
+    def _processors(self, min_p, repetition_penalty, presence_penalty, frequency_penalty,
+                    logit_bias, logits_processors) -> list:
+        vocabulary = self.backbone.vocabulary_size
+        processors = build_processors(
+            min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias,
+            logits_processors, vocabulary_size=vocabulary,
         )
-        stops = normalize_stop_strings(stop_strings)
         tokenizer = getattr(self.preprocessor, "tokenizer", None)
-        if (stops or stream) and tokenizer is None:
-            raise ValueError(
-                "`stop_strings` and `stream=True` need a preprocessor with a tokenizer."
-            )
-        if stream:
-            return controls.stream(self._engine, request, sampler, tokenizer, stops, batched)
-        tokens, log_probs, texts, beams = controls.decode(
-            self._engine, request, sampler, tokenizer, stops
-        )
-        if beams is not None:
-            outputs = self._format_beams(beams, prompts, text_input, batched, strip_prompt)
-        else:
-            width = max_length if max_length is not None else int((lengths + limit).max())
-            outputs = self._format(prompts, tokens, width, text_input, batched, strip_prompt,
-                                   texts)
-        if not return_log_probs:
-            return outputs
-        log_probs = controls.fill_log_probs(self, prompts, tokens, log_probs)
-        return outputs, (log_probs if batched else log_probs[0])
+        if tokenizer is not None and tokenizer.vocabulary_size() < vocabulary:
+            # Padded embedding rows (real checkpoints round the vocabulary up) have no text.
+            processors.insert(0, VocabularyLimit(tokenizer.vocabulary_size()))
+        return processors
 
     def _check_position_budget(self, total_lengths):
         backbone = self.backbone
@@ -232,14 +267,17 @@ class CausalLM(Task):
                 )
             tokenizer = getattr(self.preprocessor, "tokenizer", None)
             return () if tokenizer is None else tokenizer.generation_stop_ids()
-        if isinstance(stop_token_ids, int):
+        if isinstance(stop_token_ids, (int, np.integer)) and not isinstance(stop_token_ids, bool):
             stop_token_ids = (stop_token_ids,)
-        try:
-            return tuple(int(i) for i in stop_token_ids)
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"`stop_token_ids` must be a sequence of ints. Received: {stop_token_ids!r}"
-            ) from error
+        if not isinstance(stop_token_ids, (list, tuple, np.ndarray)):
+            raise TypeError(
+                '`stop_token_ids` must be "auto", None, or a sequence of ints. '
+                f"Received: {stop_token_ids!r}"
+            )
+        vocabulary = self.backbone.vocabulary_size
+        return tuple(
+            checks.token_id(i, "stop_token_ids", vocabulary) for i in np.ravel(stop_token_ids)
+        )
 
     def _pad_id(self):
         tokenizer = getattr(self.preprocessor, "tokenizer", None)
@@ -316,16 +354,7 @@ class CausalLM(Task):
         return loss_fn(ops.convert_to_tensor(target_ids, "int32"), ops.cast(logits, "float32"))
 
 
-_LONG = 1 << 30
-
-
-def _check_optional_positive_int(**values):
-    for name, value in values.items():
-        if value is not None and (not isinstance(value, (int, np.integer)) or value <= 0):
-            raise ValueError(f"`{name}` must be a positive int or None. Received: {value!r}")
-
-
-def _validate_token_dict(inputs):
+def _validate_token_dict(inputs, vocabulary_size: int):
     if "token_ids" not in inputs:
         raise ValueError("A dict `inputs` needs a `token_ids` entry (and usually `padding_mask`).")
     token_ids = np.asarray(ops.convert_to_numpy(inputs["token_ids"]))
@@ -337,9 +366,17 @@ def _validate_token_dict(inputs):
             f"dtype {token_ids.dtype}"
         )
     mask = inputs.get("padding_mask")
-    mask = np.ones_like(token_ids, bool) if mask is None else np.asarray(
-        ops.convert_to_numpy(mask)
-    ).reshape(token_ids.shape).astype(bool)
+    if mask is None:
+        mask = np.ones_like(token_ids, bool)
+    else:
+        mask = np.asarray(ops.convert_to_numpy(mask))
+        if mask.size != token_ids.size:
+            raise ValueError(
+                f"`padding_mask` must have the shape of `token_ids` {token_ids.shape}. "
+                f"Received shape {mask.shape}"
+            )
+        mask = mask.reshape(token_ids.shape).astype(bool)
+    checks.token_id_array(token_ids[mask], "token_ids", vocabulary_size)
     return {"token_ids": token_ids.astype(np.int32), "padding_mask": mask}
 
 

@@ -83,25 +83,38 @@ class CausalLMPreprocessor(Preprocessor):
         inputs = {"token_ids": ids[:, :-1], "padding_mask": mask[:, :-1]}
         return inputs, ids[:, 1:], mask[:, 1:].astype("float32")
 
+    def prompt_rows(self, x) -> list[np.ndarray]:
+        """Prompt strings → one int32 id array per prompt (start token added, no end token,
+        no padding): the engine's input, sized by the prompts alone.
+
+        Example:
+        >>> preprocessor.prompt_rows(["a quick", "fox"])  # doctest: +SKIP
+        [array([0, 4, 5], dtype=int32), array([0, 6], dtype=int32)]
+        """
+        strings, _ = to_python_strings(x, "inputs")
+        if not strings:
+            raise ValueError("`inputs` must hold at least one prompt; received an empty list.")
+        tok = self.tokenizer
+        start = [tok.start_token_id] if (
+            self.add_start_token and tok.start_token_id is not None
+        ) else []
+        return [np.asarray(start + list(row), dtype=np.int32) for row in tok._encode(strings)]
+
     def generate_preprocess(self, x, sequence_length: int | None = None):
         """Prompt strings → right-padded `{"token_ids", "padding_mask"}` without an end token.
 
         Raises ValueError when a prompt does not fit in `sequence_length`.
         """
-        strings, _ = to_python_strings(x, "inputs")
-        if not strings:
-            raise ValueError("`inputs` must hold at least one prompt; received an empty list.")
+        rows = self.prompt_rows(x)
         length = sequence_length or self.sequence_length
-        tok = self.tokenizer
-        rows = tok._encode(strings)
-        extra = int(self.add_start_token and tok.start_token_id is not None)
-        longest = max(len(r) for r in rows) + extra
+        longest = max(len(r) for r in rows)
         if longest > length:
             raise ValueError(
                 f"`max_length`={length} is shorter than the longest prompt ({longest} tokens). "
                 "Pass a larger `max_length`."
             )
-        ids, mask = self._pack(strings, length, add_end=False)
+        ids, mask = pack_rows(rows, length, None, None, self.tokenizer.pad_token_id,
+                              add_start=False, add_end=False)
         return {"token_ids": ids, "padding_mask": mask}
 
     def generate_postprocess(self, x):

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_lm import checks
 from keras_lm.layers import fast_ops as ops
 
 
@@ -21,15 +22,16 @@ class Sampler:
     strategy = "token"
 
     def __init__(self, temperature: float = 1.0, seed=None):
-        if not isinstance(temperature, (int, float)) or temperature <= 0:
-            raise ValueError(f"`temperature` must be a positive number. Received: {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = checks.finite_number(temperature, "temperature", low=0, low_open=True)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     @property
     def variables(self) -> list:
         return [self.seed_generator.state] if self.seed_generator is not None else []
+
+    def check_vocabulary(self, vocabulary_size: int) -> None:
+        """Raise a ValueError when this sampler cannot run over `vocabulary_size` tokens."""
 
     def get_next_token(self, probabilities):
         raise NotImplementedError(
@@ -112,9 +114,7 @@ class TopKSampler(Sampler):
 
     def __init__(self, k: int = 5, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        if not isinstance(k, int) or k <= 0:
-            raise ValueError(f"`k` must be a positive int. Received: k={k!r}")
-        self.k = k
+        self.k = checks.positive_int(k, "k")
 
     def get_next_token(self, probabilities):
         k = min(self.k, ops.shape(probabilities)[-1])
@@ -136,12 +136,8 @@ class TopPSampler(Sampler):
 
     def __init__(self, p: float = 0.1, k: int | None = None, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        if not isinstance(p, (int, float)) or not 0 < p <= 1:
-            raise ValueError(f"`p` must be in (0, 1]. Received: p={p!r}")
-        if k is not None and (not isinstance(k, int) or k <= 0):
-            raise ValueError(f"`k` must be a positive int or None. Received: k={k!r}")
-        self.p = float(p)
-        self.k = k
+        self.p = checks.finite_number(p, "p", low=0, low_open=True, high=1)
+        self.k = checks.positive_int(k, "k", allow_none=True)
 
     def get_next_token(self, probabilities):
         vocab = ops.shape(probabilities)[-1]
@@ -171,10 +167,14 @@ class BeamSampler(Sampler):
 
     def __init__(self, num_beams: int = 5, return_all_beams: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_beams, int) or num_beams <= 0:
-            raise ValueError(f"`num_beams` must be a positive int. Received: {num_beams!r}")
-        self.num_beams = num_beams
-        self.return_all_beams = return_all_beams
+        self.num_beams = checks.positive_int(num_beams, "num_beams")
+        self.return_all_beams = bool(return_all_beams)
+
+    def check_vocabulary(self, vocabulary_size: int) -> None:
+        if self.num_beams > vocabulary_size:
+            raise ValueError(
+                f"`num_beams`={self.num_beams} exceeds the vocabulary ({vocabulary_size} tokens)."
+            )
 
     def get_config(self):
         return {
@@ -197,12 +197,15 @@ class ContrastiveSampler(Sampler):
 
     def __init__(self, k: int = 5, alpha: float = 0.6, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(k, int) or k <= 0:
-            raise ValueError(f"`k` must be a positive int. Received: k={k!r}")
-        if not 0 <= alpha <= 1:
-            raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}")
-        self.k = k
-        self.alpha = float(alpha)
+        self.k = checks.positive_int(k, "k")
+        self.alpha = checks.finite_number(alpha, "alpha", low=0, high=1)
+
+    def check_vocabulary(self, vocabulary_size: int) -> None:
+        if self.k > vocabulary_size:
+            raise ValueError(
+                f"ContrastiveSampler `k`={self.k} exceeds the vocabulary ({vocabulary_size} "
+                "tokens): it compares the top `k` candidates."
+            )
 
     def get_config(self):
         return {**super().get_config(), "k": self.k, "alpha": self.alpha}

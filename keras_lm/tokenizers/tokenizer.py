@@ -2,17 +2,20 @@
 
 import numpy as np
 
+from keras_lm.checks import utf8_text
 from keras_lm.models.preset_mixin import PresetMixin
 
 
 def to_python_strings(inputs, name: str = "inputs"):
-    """Normalize a string, list, numpy array or tf tensor of strings; return (strings, batched)."""
+    """Normalize a string, list, numpy array or tf tensor of strings; return (strings, batched).
+
+    Bytes must be UTF-8 and strings valid Unicode (no lone surrogates): anything else raises a
+    ValueError naming `name` and the item.
+    """
     if hasattr(inputs, "numpy") and not isinstance(inputs, np.ndarray):
         inputs = inputs.numpy()
-    if isinstance(inputs, bytes):
-        return [inputs.decode("utf-8")], False
-    if isinstance(inputs, str):
-        return [inputs], False
+    if isinstance(inputs, (str, bytes)):
+        return [utf8_text(inputs, name)], False
     if isinstance(inputs, np.ndarray):
         if inputs.ndim == 0:
             return to_python_strings(inputs.item(), name)
@@ -20,14 +23,12 @@ def to_python_strings(inputs, name: str = "inputs"):
     if isinstance(inputs, (list, tuple)):
         out = []
         for i, item in enumerate(inputs):
-            if isinstance(item, bytes):
-                item = item.decode("utf-8")
-            if not isinstance(item, str):
+            if not isinstance(item, (str, bytes)):
                 raise TypeError(
                     f"`{name}` must be a string or a list of strings; item {i} is "
                     f"{type(item).__name__}: {item!r}"
                 )
-            out.append(item)
+            out.append(utf8_text(item, f"{name}[{i}]"))
         return out, True
     raise TypeError(
         f"`{name}` must be a string or a list of strings. Received: {type(inputs).__name__}"
