@@ -3,7 +3,6 @@
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 # JAX keeps compiled programs here between runs; KERAS_LM_COMPILE_CACHE=off disables it.
@@ -38,7 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert", help="Load any supported checkpoint, save a native preset.")
     convert.add_argument("source")
     convert.add_argument("destination")
+    convert.add_argument("--overwrite", action="store_true",
+                         help="Write into a folder that holds other files (they are kept).")
     return parser
+
+
+REPORT_URL = "the keras_lm issue tracker"
+
+
+class CommandError(Exception):
+    """An expected failure of a command: printed as one line, exit code 2."""
 
 
 def main(argv=None) -> int:
@@ -47,27 +55,76 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
+    try:
+        return _run(args)
+    except (ValueError, TypeError, OSError, CommandError) as error:
+        print(f"keras-lm: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("keras-lm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug of ours: say so, and where to report it
+        import traceback
+
+        traceback.print_exc()
+        print(f"keras-lm: internal error ({type(error).__name__}: {_one_line(error)}). "
+              f"This is a bug; please report it, with the command and the trace above, at "
+              f"{REPORT_URL}.", file=sys.stderr)
+        return 1
+
+
+def _one_line(error) -> str:
+    text = str(error) or type(error).__name__
+    if isinstance(error, OSError) and error.filename:
+        text = f"{error.strerror or text}: {error.filename}"
+    return " ".join(text.split())
+
+
+def _run(args) -> int:
     import keras_lm
 
-    cache = os.environ.get("KERAS_LM_COMPILE_CACHE", _DEFAULT_COMPILE_CACHE)
-    if cache.lower() not in ("", "0", "off", "none"):
-        from keras_lm.generation.compile import use_compilation_cache
+    _use_compile_cache()
+    if args.command == "presets":
+        for name, info in keras_lm.models.CausalLM.presets.items():
+            print(f"{name:32s} {info['params']:>6s}  {info['handle']}")
+        return 0
+    if args.command == "convert":
+        return _convert(args, keras_lm)
+    return _generate(args, keras_lm)
 
-        use_compilation_cache(os.path.expanduser(cache))
+
+def _use_compile_cache() -> None:
+    cache = os.environ.get("KERAS_LM_COMPILE_CACHE", _DEFAULT_COMPILE_CACHE)
+    if cache.lower() in ("", "0", "off", "none"):
+        return
+    cache = os.path.expanduser(cache)
     try:
-        if args.command == "presets":
-            for name, info in keras_lm.models.CausalLM.presets.items():
-                print(f"{name:32s} {info['params']:>6s}  {info['handle']}")
-            return 0
-        if args.command == "convert":
-            lm = keras_lm.models.CausalLM.from_preset(args.source)
-            lm.save_to_preset(args.destination)
-            print(f"Saved {type(lm).__name__} to {args.destination}")
-            return 0
-        return _generate(args, keras_lm)
-    except (ValueError, TypeError) as error:
-        print(f"keras-lm: error: {error}", file=sys.stderr)
-        return 2
+        os.makedirs(cache, exist_ok=True)
+        if not os.access(cache, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable", cache)
+    except OSError as error:
+        print(f"keras-lm: warning: compile cache {cache} is not usable ({error.strerror}); "
+              "running without it (set KERAS_LM_COMPILE_CACHE to another folder, or off).",
+              file=sys.stderr)
+        return
+    from keras_lm.generation.compile import use_compilation_cache
+
+    use_compilation_cache(cache)
+
+
+def _convert(args, keras_lm) -> int:
+    source = os.path.realpath(args.source)
+    destination = os.path.realpath(args.destination)
+    inside = destination.startswith(source.rstrip(os.sep) + os.sep)
+    if os.path.exists(source) and (destination == source or inside):
+        raise CommandError(
+            f"the destination {args.destination} is the source or inside it; choose a new "
+            "folder (converting in place would mix the two checkpoints)"
+        )
+    lm = keras_lm.models.CausalLM.from_preset(args.source)
+    lm.save_to_preset(args.destination, overwrite=args.overwrite)
+    print(f"Saved {type(lm).__name__} to {args.destination}")
+    return 0
 
 
 def _generate(args, keras_lm) -> int:
@@ -75,7 +132,7 @@ def _generate(args, keras_lm) -> int:
     if preset is None:
         from keras_lm.demo import build_demo_preset
 
-        preset = build_demo_preset(os.path.join(tempfile.gettempdir(), "keras_lm_demo"))
+        preset = build_demo_preset()
         print("Using the built-in demo model (tiny, random weights: the text is noise). "
               "Pass --preset for a real checkpoint.", file=sys.stderr)
     kwargs = {"dtype": args.dtype} if args.dtype else {}

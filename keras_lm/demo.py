@@ -1,5 +1,7 @@
 """A tiny, randomly initialized GPT-2 preset for trying the command line with no download."""
 
+import hashlib
+import json
 import os
 
 import keras
@@ -44,22 +46,42 @@ def demo_tokenizer():
     return GPT2Tokenizer(vocabulary=vocab, merges=merges)
 
 
-def build_demo_preset(path: str, seed: int = 0) -> str:
-    """Write the demo preset to `path` (once) and return the path.
+DEMO_SHAPE = dict(num_layers=2, num_heads=4, hidden_dim=64, intermediate_dim=128,
+                  max_sequence_length=256)
+
+
+def cache_root() -> str:
+    """Where keras_lm keeps files it builds (`KERAS_LM_CACHE`, else ~/.cache/keras_lm)."""
+    return os.path.expanduser(
+        os.environ.get("KERAS_LM_CACHE") or os.path.join("~", ".cache", "keras_lm")
+    )
+
+
+def demo_preset_path(seed: int = 0) -> str:
+    """The demo preset's folder, named by everything that shapes it (a changed demo or
+    library version gets a new folder, never a stale one)."""
+    from keras_lm.version import __version__
+
+    spec = json.dumps([__version__, keras.__version__, DEMO_WORDS, DEMO_SHAPE, seed])
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:12]
+    return os.path.join(cache_root(), f"demo-{digest}")
+
+
+def build_demo_preset(path: str | None = None, seed: int = 0) -> str:
+    """Write the demo preset to `path` (default `demo_preset_path(seed)`) unless an earlier
+    run did, and return the path.
 
     Example:
-    >>> build_demo_preset("/tmp/keras_lm_demo")  # doctest: +SKIP
+    >>> build_demo_preset()  # doctest: +SKIP
     """
+    path = path or demo_preset_path(seed)
     if os.path.isfile(os.path.join(path, "task.json")):
-        return path  # built by an earlier run (same seed, same model)
+        return path  # saves are all-or-nothing: a task.json means a complete preset
     from keras_lm.models.gpt2 import GPT2Backbone, GPT2CausalLM, GPT2CausalLMPreprocessor
 
     keras.utils.set_random_seed(seed)
     tokenizer = demo_tokenizer()
-    backbone = GPT2Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(), num_layers=2, num_heads=4, hidden_dim=64,
-        intermediate_dim=128, max_sequence_length=256,
-    )
+    backbone = GPT2Backbone(vocabulary_size=tokenizer.vocabulary_size(), **DEMO_SHAPE)
     preprocessor = GPT2CausalLMPreprocessor(tokenizer, sequence_length=64)
     GPT2CausalLM(backbone=backbone, preprocessor=preprocessor).save_to_preset(path)
     return path

@@ -39,6 +39,7 @@ class CausalLM(Task):
                 f"`backbone` must be a {self.backbone_cls.__name__}. "
                 f"Received: {type(backbone).__name__}"
             )
+        _check_vocabularies(backbone, preprocessor)
         self.backbone = backbone
         self.preprocessor = preprocessor
         inputs = backbone.input
@@ -352,6 +353,21 @@ class CausalLM(Task):
             return logits
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
         return loss_fn(ops.convert_to_tensor(target_ids, "int32"), ops.cast(logits, "float32"))
+
+
+def _check_vocabularies(backbone, preprocessor) -> None:
+    """The tokenizer may have fewer ids than the model (checkpoints pad the embedding to a
+    round size; those ids are never generated), never more."""
+    tokenizer = getattr(preprocessor, "tokenizer", None)
+    if tokenizer is None:
+        return
+    size = tokenizer.vocabulary_size()
+    if size > backbone.vocabulary_size:
+        raise ValueError(
+            f"The tokenizer has {size} tokens but the model's vocabulary has only "
+            f"{backbone.vocabulary_size}: ids past {backbone.vocabulary_size - 1} would index "
+            "outside the embedding. Use the tokenizer that belongs to this model."
+        )
 
 
 def _validate_token_dict(inputs, vocabulary_size: int):

@@ -63,7 +63,9 @@ class DecoderBackbone(Backbone):
             num_key_value_heads=num_key_value_heads,
             hidden_dim=hidden_dim,
             intermediate_dim=intermediate_dim,
+            max_sequence_length=max_sequence_length,
         )
+        _check_heads(hidden_dim, num_query_heads, num_key_value_heads, head_dim)
         head_dim = head_dim or hidden_dim // num_query_heads
         norm_kind = "layer" if norm == "layer" else "rms"
         policy = keras.dtype_policies.get(dtype) if dtype is not None else None
@@ -221,6 +223,21 @@ class DecoderBackbone(Backbone):
         shape = (batch_size * self.num_key_value_heads, capacity, self.head_dim)
         dtype = self.compute_dtype
         return [(ops.zeros(shape, dtype), ops.zeros(shape, dtype)) for _ in range(self.num_layers)]
+
+
+def _check_heads(hidden_dim, num_query_heads, num_key_value_heads, head_dim):
+    if head_dim is not None:
+        _check_positive(head_dim=head_dim)
+    elif hidden_dim % num_query_heads:
+        raise ValueError(
+            f"`hidden_dim`={hidden_dim} must be divisible by the number of query heads "
+            f"({num_query_heads}) when `head_dim` is not given."
+        )
+    if num_query_heads % num_key_value_heads:
+        raise ValueError(
+            f"The number of query heads ({num_query_heads}) must be a multiple of the number "
+            f"of key/value heads ({num_key_value_heads})."
+        )
 
 
 def _check_positive(**values):

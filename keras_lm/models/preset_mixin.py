@@ -46,12 +46,16 @@ class PresetMixin:
 
         return load_from_preset(cls, preset, load_weights=load_weights, **kwargs)
 
-    def save_to_preset(self, preset_dir: str) -> None:
-        """Write this object (config, weights, assets) to a preset folder, atomically.
+    def save_to_preset(self, preset_dir: str, *, overwrite: bool = False) -> None:
+        """Write this object (config, weights, assets) to a preset folder.
+
+        A new or preset-only folder is (re)written; the old preset survives any failure. A
+        folder holding other files is refused unless `overwrite=True`, which writes the preset
+        files next to them and leaves them untouched.
 
         Example:
         >>> lm.save_to_preset("./my_preset")  # doctest: +SKIP
         """
         from keras_lm.presets.native import save_preset
 
-        save_preset(self, preset_dir)
+        save_preset(self, preset_dir, overwrite=overwrite)

@@ -1,5 +1,6 @@
 """Conversion maps as data, and the one loader that applies and checks them."""
 
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +21,46 @@ class ConversionMap:
 
     def add(self, variable: str, key: str, transform: Callable | None = None) -> None:
         self.rows.append((variable, key, transform or (lambda x: x)))
+
+
+def build_checked(cls, config: dict, source: str):
+    """`cls(**config)`, with a missing or unknown argument, or a bad value, reported as a
+    ValueError naming `source` (the config file)."""
+    parameters = inspect.signature(cls.__init__).parameters
+    required = [name for name, p in parameters.items()
+                if p.default is p.empty and name != "self"
+                and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    missing = [name for name in required if name not in config]
+    if missing:
+        raise ValueError(f"{source}: the {cls.__name__} config lacks {missing}.")
+    try:
+        return cls(**config)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: cannot build {cls.__name__}: {error}") from None
+
+
+def check_finite(variables, source: str) -> None:
+    """Raise a ValueError naming every floating-point variable that holds NaN or infinity."""
+    import keras
+
+    bad = []
+    for variable in variables:
+        if "float" not in str(variable.dtype):
+            continue
+        if not bool(keras.ops.all(keras.ops.isfinite(variable.value))):
+            bad.append(variable.path)
+    if bad:
+        raise ValueError(
+            f"{source}: weights hold NaN or infinite values: {bad[:5]} ({len(bad)} total)."
+        )
+
+
+def _all_finite(value: np.ndarray) -> bool:
+    if value.dtype.kind == "f":
+        return bool(np.isfinite(value).all())
+    if value.dtype.kind == "V":  # bfloat16 and friends (ml_dtypes)
+        return bool(np.isfinite(value.astype(np.float32)).all())
+    return True
 
 
 def weight_variables(model) -> dict:
@@ -44,6 +85,8 @@ def apply_conversion(model, checkpoint, conversion: ConversionMap, source: str =
         if key not in available:
             raise ValueError(f"{source}: checkpoint has no tensor {key!r} (needed for {path})")
         value = np.asarray(transform(checkpoint.get(key)))
+        if not _all_finite(value):
+            raise ValueError(f"{source}: tensor {key!r} holds NaN or infinite values.")
         variable = variables[path]
         if tuple(value.shape) != tuple(variable.shape):
             raise ValueError(

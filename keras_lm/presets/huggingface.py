@@ -1,11 +1,11 @@
 """Hugging Face checkpoint folders: config.json + safetensors + tokenizer files."""
 
-import json
 import os
 
 import numpy as np
 
-from keras_lm.presets.conversion import ConversionMap, apply_conversion
+from keras_lm.checks import json_object, read_json_file
+from keras_lm.presets.conversion import ConversionMap, apply_conversion, build_checked
 from keras_lm.presets.safetensors_io import SafetensorsCheckpoint
 
 
@@ -34,9 +34,18 @@ class HuggingFaceReader:
         return self.spec.BACKBONE_CLASS()
 
     def build_backbone(self, cls, **overrides):
-        config = self.spec.backbone_config(self.config)
+        source = os.path.join(self.path, "config.json")
+        try:
+            config = self.spec.backbone_config(self.config)
+        except KeyError as error:
+            raise ValueError(
+                f"{source} lacks the key {error.args[0]!r}, which a "
+                f"{self.config.get('model_type')} checkpoint needs."
+            ) from None
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: {error}") from None
         config.update(overrides)
-        return cls(**config)
+        return build_checked(cls, config, source)
 
     def load_weights(self, backbone) -> None:
         checkpoint = SafetensorsCheckpoint(self.path)
@@ -63,8 +72,7 @@ def read_tokenizer_json(path: str) -> dict | None:
     file = os.path.join(path, "tokenizer.json")
     if not os.path.isfile(file):
         return None
-    with open(file, encoding="utf-8") as f:
-        return json.load(f)
+    return json_object(read_json_file(file, "tokenizer file"), file, "tokenizer file")
 
 
 def split_columns(array: np.ndarray, parts: int, index: int) -> np.ndarray:

@@ -1,24 +1,28 @@
 """`from_preset` for every class: pick the format reader, the class, then build and load."""
 
 import inspect
-import json
 import os
 
 import keras
 
+from keras_lm.checks import json_object, read_json_file
 from keras_lm.layers.initializers import weights_to_be_loaded
-from keras_lm.presets import native
+from keras_lm.presets import native, safe_write
+from keras_lm.presets.conversion import build_checked, check_finite
 from keras_lm.presets.resolve import resolve_preset
 
 
-def read_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise ValueError(f"Preset file is missing: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"Preset file is corrupt (not valid JSON): {path}: {error}") from error
+def read_json(path: str, required=()) -> dict:
+    """A preset JSON file that must hold an object with the `required` keys."""
+    return json_object(read_json_file(path, "preset file"), path, "preset file", required)
+
+
+def read_serialized(path: str) -> dict:
+    """A serialized Keras object (`{"class_name"/"registered_name", "config": {...}}`)."""
+    data = read_json(path, required=("config",))
+    if not isinstance(data["config"], dict):
+        raise ValueError(f"The preset file {path} has a `config` that is not a JSON object.")
+    return data
 
 
 def _all_subclasses(cls):
@@ -53,7 +57,7 @@ class NativeReader:
         return os.path.join(self.path, name)
 
     def backbone_config(self) -> dict:
-        return read_json(self._file(native.CONFIG_FILE))
+        return read_serialized(self._file(native.CONFIG_FILE))
 
     def backbone_class(self):
         config = self.backbone_config()
@@ -66,17 +70,32 @@ class NativeReader:
     def build_backbone(self, cls, **overrides):
         config = dict(self.backbone_config()["config"])
         config.update(overrides)
-        return cls.from_config(config)
+        source = self._file(native.CONFIG_FILE)
+        if isinstance(config.get("dtype"), dict):  # a quantized model's DTypePolicyMap
+            try:
+                return cls.from_config(config)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{source}: cannot build {cls.__name__}: {error}") from None
+        return build_checked(cls, config, source)
 
     def load_weights(self, backbone) -> None:
         path = self._file(native.WEIGHTS_FILE)
         if not os.path.isfile(path):
             raise ValueError(f"Preset weights are missing: {path}")
+        expected = [v for v in backbone.weights if "lora_kernel" not in v.path]
+        stored = count_h5_tensors(path)
+        if stored != len(expected):
+            raise ValueError(
+                f"{path} holds {stored} tensors but the model that "
+                f"{self._file(native.CONFIG_FILE)} describes has {len(expected)}: the config "
+                "and the weights do not match (for example a different `num_layers`)."
+            )
         try:
             backbone.load_weights(path)
         except Exception as error:  # h5py raises OSError/KeyError/ValueError variants
             raise ValueError(f"Preset weights are corrupt or do not match: {path}: {error}") \
-                from error
+                from None
+        check_finite(expected, path)
 
     def has_tokenizer(self) -> bool:
         return os.path.isfile(self._file(native.TOKENIZER_FILE))
@@ -85,18 +104,22 @@ class NativeReader:
         return cls.asset_config_from_dir(self._file(native.TOKENIZER_ASSETS))
 
     def tokenizer(self, family_cls, **kwargs):
-        config = read_json(self._file(native.TOKENIZER_FILE))
+        source = self._file(native.TOKENIZER_FILE)
+        config = read_serialized(source)
         cls = keras.saving.get_registered_object(config.get("registered_name")) or family_cls
         params = dict(config["config"])
         params.update({k: v for k, v in self._assets_config(cls).items() if params.get(k) is None})
         params.update(kwargs)
-        return cls.from_config(params)
+        try:
+            return cls.from_config(params)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: cannot build {cls.__name__}: {error}") from None
 
     def preprocessor_config(self) -> dict:
         path = self._file(native.PREPROCESSOR_FILE)
         if not os.path.isfile(path):
             return {}
-        config = dict(read_json(path)["config"])
+        config = dict(read_serialized(path)["config"])
         config.pop("tokenizer", None)
         return config
 
@@ -104,14 +127,30 @@ class NativeReader:
         path = self._file(native.TASK_FILE)
         if not os.path.isfile(path):
             return {}
-        config = dict(read_json(path)["config"])
+        config = dict(read_serialized(path)["config"])
         for key in ("backbone", "preprocessor"):
             config.pop(key, None)
         return config
 
 
+def count_h5_tensors(path: str) -> int:
+    """The number of datasets (saved variables) in a Keras `.weights.h5` file."""
+    import h5py
+
+    found = []
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda _, item: found.append(1) if isinstance(item, h5py.Dataset)
+                         else None)
+    except OSError as error:
+        raise ValueError(f"Preset weights are corrupt (not an HDF5 file): {path}: {error}") \
+            from None
+    return len(found)
+
+
 def reader_for(path: str):
     if os.path.isdir(path):
+        safe_write.recover(path)  # a save that a killed process left half done
         config_path = os.path.join(path, native.CONFIG_FILE)
         if os.path.isfile(config_path):
             config = read_json(config_path)

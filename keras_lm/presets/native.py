@@ -1,13 +1,12 @@
-"""The native preset folder (KerasHub's file names), written atomically."""
+"""The native preset folder (KerasHub's file names), written without losing files."""
 
 import datetime
 import json
 import os
-import shutil
-import tempfile
 
 import keras
 
+from keras_lm.presets import safe_write
 from keras_lm.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -88,27 +87,63 @@ def write_preset_contents(obj, directory: str) -> None:
         raise TypeError(f"Cannot save a {type(obj).__name__} to a preset.")
 
 
-def save_preset(obj, preset_dir: str) -> None:
-    """Write `obj` into `preset_dir` through a temporary sibling folder and a rename, so a
-    failure never leaves a half-written preset (an existing preset is replaced whole)."""
-    if not isinstance(preset_dir, (str, os.PathLike)) or not str(preset_dir):
+# What a preset folder holds: these files, and everything under these folders.
+PRESET_FILES = {CONFIG_FILE, TASK_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE, METADATA_FILE,
+                WEIGHTS_FILE}
+PRESET_FOLDERS = {"assets"}
+
+
+def preset_files_in(directory: str) -> tuple[list[str], list[str]]:
+    """`(preset files, other entries)` of `directory`: relative paths of the files a preset
+    save owns, and the names of top-level entries it does not."""
+    if not os.path.isdir(directory):
+        return [], []
+    ours, others = [], []
+    for entry in sorted(os.listdir(directory)):
+        path = os.path.join(directory, entry)
+        if entry in PRESET_FILES and os.path.isfile(path):
+            ours.append(entry)
+        elif entry in PRESET_FOLDERS and os.path.isdir(path):
+            ours += [os.path.join(entry, f) for f in safe_write.relative_files(path)]
+        else:
+            others.append(entry)
+    return ours, others
+
+
+def save_preset(obj, preset_dir: str, overwrite: bool = False) -> None:
+    """Write `obj` into `preset_dir` without ever losing a file.
+
+    The preset is written whole into a hidden folder next to `preset_dir`, then only its own
+    files are moved in (see `safe_write`). A folder that holds anything besides preset files
+    is refused unless `overwrite=True`, and even then those other files stay untouched.
+    """
+    if not isinstance(preset_dir, (str, os.PathLike)) or not os.fspath(preset_dir):
         raise ValueError(f"`preset_dir` must be a folder path. Received: {preset_dir!r}")
     preset_dir = os.path.abspath(os.fspath(preset_dir))
     if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
         raise ValueError(f"`preset_dir` exists and is not a folder: {preset_dir}")
+    safe_write.recover(preset_dir)
+    ours, others = preset_files_in(preset_dir)
+    if others and not overwrite:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ValueError(
+            f"{preset_dir} already holds files that are not part of a preset ({shown}). "
+            "Save into an empty or new folder, or pass `overwrite=True` to write the preset "
+            "files next to them (they are left untouched)."
+        )
     parent = os.path.dirname(preset_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(preset_dir)}.", dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = safe_write.staging_folder(preset_dir)
+    except OSError as error:
+        raise ValueError(f"Cannot write a preset to {preset_dir}: {error.strerror}") from None
     try:
         write_preset_contents(obj, staging)
-        if os.path.isdir(preset_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(preset_dir)}.old.", dir=parent)
-            os.rmdir(old)
-            os.replace(preset_dir, old)
-            os.replace(staging, preset_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, preset_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        written = set(safe_write.relative_files(staging))
+        # In a folder of presets only, old preset files the new save does not write go too.
+        stale = [] if others else [f for f in ours if f not in written]
+        safe_write.commit(staging, preset_dir, stale)
+    except OSError as error:
+        raise ValueError(f"Cannot write a preset to {preset_dir}: {error}") from error
+    finally:
+        safe_write.discard(staging)

@@ -7,6 +7,8 @@ import struct
 import ml_dtypes
 import numpy as np
 
+from keras_lm.checks import json_object, read_json_file
+
 DTYPES = {
     "F64": np.float64,
     "F32": np.float32,
@@ -20,6 +22,16 @@ DTYPES = {
     "BOOL": np.bool_,
 }
 NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
+
+
+def _check_header(header) -> None:
+    if not isinstance(header, dict):
+        raise ValueError(f"the header must be a JSON object, not a {type(header).__name__}")
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if not (isinstance(entry, dict) and {"dtype", "shape", "data_offsets"} <= set(entry)):
+            raise ValueError(f"the header entry of tensor {key!r} lacks dtype/shape/offsets")
 
 
 class SafetensorsFile:
@@ -38,8 +50,9 @@ class SafetensorsFile:
                 if header_size <= 0 or header_size > os.path.getsize(path) - 8:
                     raise ValueError("header size is out of range")
                 header = json.loads(f.read(header_size))
+            _check_header(header)
         except (OSError, struct.error, ValueError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is not a valid safetensors file: {error}") from error
+            raise ValueError(f"{path} is not a valid safetensors file: {error}") from None
         self.metadata = header.pop("__metadata__", {}) or {}
         self._entries = header
         self._data_start = 8 + header_size
@@ -99,8 +112,18 @@ class SafetensorsCheckpoint:
         index = os.path.join(directory, "model.safetensors.index.json")
         single = os.path.join(directory, "model.safetensors")
         if os.path.isfile(index):
-            with open(index, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
+            data = json_object(read_json_file(index, "safetensors index"), index,
+                               "safetensors index", required=("weight_map",))
+            weight_map = data["weight_map"]
+            if not isinstance(weight_map, dict) or not all(
+                isinstance(v, str) for v in weight_map.values()
+            ):
+                raise ValueError(f"{index}: `weight_map` must map tensor names to file names.")
+            for name in set(weight_map.values()):
+                if os.path.basename(name) != name or not os.path.isfile(
+                    os.path.join(directory, name)
+                ):
+                    raise ValueError(f"{index} names a shard that is not in {directory}: {name}")
             files = {name: SafetensorsFile(os.path.join(directory, name))
                      for name in sorted(set(weight_map.values()))}
             self._where = {key: files[name] for key, name in weight_map.items()}

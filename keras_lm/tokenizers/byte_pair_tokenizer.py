@@ -5,6 +5,7 @@ import os
 
 import keras
 
+from keras_lm.checks import read_json_file
 from keras_lm.tokenizers.tokenizer import Tokenizer
 
 VOCABULARY_FILE = "vocabulary.json"
@@ -12,22 +13,31 @@ MERGES_FILE = "merges.txt"
 
 
 def read_vocabulary(vocabulary) -> dict:
+    source = "`vocabulary`"
     if isinstance(vocabulary, str):
-        if not os.path.isfile(vocabulary):
-            raise ValueError(f"`vocabulary` file not found: {vocabulary!r}")
-        with open(vocabulary, encoding="utf-8") as f:
-            vocabulary = json.load(f)
+        source = vocabulary
+        vocabulary = read_json_file(vocabulary, "vocabulary file")
     if not isinstance(vocabulary, dict) or not vocabulary:
-        raise ValueError("`vocabulary` must be a non-empty dict of token -> id, or a json path.")
-    return {str(k): int(v) for k, v in vocabulary.items()}
+        raise ValueError(
+            f"{source} must be a non-empty dict of token -> id (or the path of a JSON file "
+            "holding one)."
+        )
+    bad = [(k, v) for k, v in vocabulary.items()
+           if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+    if bad:
+        raise ValueError(f"{source}: token ids must be non-negative ints; found {bad[:3]}")
+    return {str(k): v for k, v in vocabulary.items()}
 
 
 def read_merges(merges) -> list[str]:
     if isinstance(merges, str):
         if not os.path.isfile(merges):
             raise ValueError(f"`merges` file not found: {merges!r}")
-        with open(merges, encoding="utf-8") as f:
-            merges = [line.rstrip("\n") for line in f]
+        try:
+            with open(merges, encoding="utf-8") as f:
+                merges = [line.rstrip("\n") for line in f]
+        except UnicodeDecodeError as error:
+            raise ValueError(f"The merges file {merges} is not UTF-8 text: {error}") from None
         merges = [m for m in merges if m and not m.startswith("#version")]
     merges = [" ".join(m) if isinstance(m, (list, tuple)) else m for m in merges]
     for rule in merges:
