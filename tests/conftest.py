@@ -2,12 +2,15 @@
 
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("KERAS_LM_COMPILE_CACHE", "off")  # the CLI would write to ~/.cache
+# Files keras_lm builds (the demo preset) go to a fresh folder per test session.
+os.environ["KERAS_LM_CACHE"] = tempfile.mkdtemp(prefix="keras_lm_test_cache_")
 
 import keras  # noqa: E402
 

@@ -38,8 +38,7 @@ def test_stream_and_stop(gpt2_preset, capsys):
                  "--sampler", "greedy", "--stream"]) == 0
     assert capsys.readouterr().out.rstrip("\n") == full
     completion = full[len("the quick"):]
-    if len(completion) < 4:
-        return
+    assert len(completion) >= 4, f"greedy completion too short to test stops: {full!r}"
     stop = completion[2:4]
     assert main(["generate", "the quick", "--preset", gpt2_preset, "--max-length", "16",
                  "--sampler", "greedy", "--stop", stop]) == 0
@@ -67,3 +66,46 @@ def test_jax_compilation_cache_is_kept_between_runs(gpt2_preset, tmp_path):
     second = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     assert second.stdout == first.stdout
     assert sorted(p.name for p in cache.iterdir()) == stored  # reused, nothing recompiled
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("keras-lm: error: ")
+    return err
+
+
+def test_bad_arguments_are_one_line_errors(gpt2_preset, capsys):
+    assert main(["generate", "the", "--preset", gpt2_preset, "--max-length", "0"]) == 2
+    assert "max_length" in _one_line_error(capsys)
+    assert main(["generate", "the quick brown fox", "--preset", gpt2_preset,
+                 "--max-length", "2"]) == 2
+    assert "shorter than the longest prompt" in _one_line_error(capsys)
+    assert main(["generate", "the", "--preset", gpt2_preset, "--sampler", "nucleus"]) == 2
+    assert "nucleus" in _one_line_error(capsys)
+
+
+def test_an_unwritable_destination_is_a_one_line_error(hf_gpt2, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["convert", hf_gpt2[0], str(blocker / "native")]) == 2
+    assert "a_file" in _one_line_error(capsys)
+    assert blocker.read_text() == "not a folder"
+
+
+def test_an_unusable_compile_cache_is_a_warning(gpt2_preset, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "cache_file"
+    blocker.write_text("")
+    monkeypatch.setenv("KERAS_LM_COMPILE_CACHE", str(blocker / "jax"))
+    assert main(["generate", "the quick", "--preset", gpt2_preset, "--max-length", "8"]) == 0
+    assert "compile cache" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_says_it_is_a_bug(gpt2_preset, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("something internal")
+
+    monkeypatch.setattr(keras_lm.models.CausalLM, "generate", broken)
+    assert main(["generate", "the", "--preset", gpt2_preset]) == 1
+    err = capsys.readouterr().err
+    assert "This is a bug; please report it" in err and "something internal" in err

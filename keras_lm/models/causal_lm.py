@@ -342,6 +342,9 @@ class CausalLM(Task):
             )
         if scoring_mode == "loss" and target_ids is None:
             raise ValueError('`target_ids` must be provided when `scoring_mode="loss"`.')
+        _check_concrete_ids(token_ids, "token_ids", self.backbone.vocabulary_size)
+        if target_ids is not None:
+            _check_concrete_ids(target_ids, "target_ids", self.backbone.vocabulary_size)
         token_ids = ops.convert_to_tensor(token_ids, "int32")
         if padding_mask is None:
             padding_mask = ops.ones(ops.shape(token_ids), "bool")
@@ -353,6 +356,21 @@ class CausalLM(Task):
             return logits
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
         return loss_fn(ops.convert_to_tensor(target_ids, "int32"), ops.cast(logits, "float32"))
+
+
+def _check_concrete_ids(ids, name: str, vocabulary_size: int) -> None:
+    """Ids given as values (not traced inside a compiled function) are 2-D integers within
+    the vocabulary."""
+    try:
+        array = np.asarray(ops.convert_to_numpy(ids))
+    except Exception:  # a symbolic tensor: checked when it has values
+        return
+    if array.ndim != 2 or array.dtype.kind not in "iu":
+        raise ValueError(
+            f"`{name}` must be a 2-D integer array [batch, tokens]. Received shape "
+            f"{array.shape}, dtype {array.dtype}"
+        )
+    checks.token_id_array(array, name, vocabulary_size)
 
 
 def _check_vocabularies(backbone, preprocessor) -> None:

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_lm import checks
 from keras_lm.models.preset_mixin import PresetMixin
 
 
@@ -39,6 +40,37 @@ def to_numpy_tree(x):
             return [v.decode("utf-8") if isinstance(v, bytes) else v for v in value.tolist()]
         return value.decode("utf-8") if isinstance(value, bytes) else value
     return x
+
+
+def check_token_inputs(x, name: str, vocabulary_size: int | None) -> None:
+    """`x` is `{"token_ids", "padding_mask"}`: 2-D, same shape, at least one row, integer ids
+    within the vocabulary."""
+    if not isinstance(x, dict) or "token_ids" not in x or "padding_mask" not in x:
+        raise TypeError(
+            f"`{name}` must be strings (with a preprocessor), a dict with `token_ids` and "
+            f"`padding_mask`, or a dataset of those. Received: {_describe(x)}"
+        )
+    token_ids = np.asarray(keras.ops.convert_to_numpy(x["token_ids"]))
+    mask = np.asarray(keras.ops.convert_to_numpy(x["padding_mask"]))
+    if token_ids.ndim != 2 or token_ids.dtype.kind not in "iu":
+        raise ValueError(
+            f"`{name}['token_ids']` must be a 2-D integer array. Received shape "
+            f"{token_ids.shape}, dtype {token_ids.dtype}"
+        )
+    if mask.shape != token_ids.shape:
+        raise ValueError(
+            f"`{name}['padding_mask']` must have the shape of `token_ids` {token_ids.shape}. "
+            f"Received shape {mask.shape}"
+        )
+    if token_ids.shape[0] == 0:
+        raise ValueError(f"`{name}` is empty: pass at least one example.")
+    if vocabulary_size is not None:
+        checks.token_id_array(token_ids, f"{name}['token_ids']", vocabulary_size)
+
+
+def _describe(x) -> str:
+    shape = getattr(x, "shape", None)
+    return type(x).__name__ + ("" if shape is None else f" of shape {tuple(shape)}")
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
@@ -104,17 +136,35 @@ class Task(PresetMixin, keras.Model):
             return self.preprocessor(x)
         return x, y, sample_weight
 
+    def _training_inputs(self, x, y, sample_weight, need_labels=True):
+        """Preprocess, then check, before Keras sees anything: a dict of 2-D integer
+        `token_ids` within the vocabulary and a `padding_mask` of the same shape."""
+        if isinstance(x, (list, tuple)) and len(x) == 0:
+            raise ValueError("`x` is empty: pass at least one example.")
+        if is_raw_text(x) and self.preprocessor is None:
+            raise ValueError("String `x` needs a preprocessor; this model has none.")
+        x, y, sample_weight = self._preprocess_for_training(x, y, sample_weight)
+        if is_batch_stream(x):  # a dataset of model inputs, for Keras to read
+            return x, y, sample_weight
+        check_token_inputs(x, "x", getattr(self.backbone, "vocabulary_size", None))
+        if need_labels and y is None:
+            raise ValueError(
+                "`y` is missing: pass raw strings (labels are computed from them) or "
+                "`y` with a dict `x`."
+            )
+        return x, y, sample_weight
+
     def fit(self, x=None, y=None, batch_size=None, sample_weight=None, **kwargs):
         """`keras.Model.fit` that also takes raw strings or a dataset of strings."""
         stream = is_batch_stream(x)
-        x, y, sample_weight = self._preprocess_for_training(x, y, sample_weight)
+        x, y, sample_weight = self._training_inputs(x, y, sample_weight)
         if stream and batch_size is None:
             batch_size = getattr(self, "_stream_batch_size", None)
         return super().fit(x=x, y=y, batch_size=batch_size, sample_weight=sample_weight, **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, sample_weight=None, **kwargs):
         """`keras.Model.evaluate` that also takes raw strings."""
-        x, y, sample_weight = self._preprocess_for_training(x, y, sample_weight)
+        x, y, sample_weight = self._training_inputs(x, y, sample_weight)
         return super().evaluate(
             x=x, y=y, batch_size=batch_size, sample_weight=sample_weight, **kwargs
         )
@@ -123,5 +173,7 @@ class Task(PresetMixin, keras.Model):
         """`keras.Model.predict` that also takes raw strings (returns logits)."""
         if self.preprocessor is not None and is_raw_text(x):
             x = self.preprocessor(x)[0]
+        elif not is_batch_stream(x):
+            x, _, _ = self._training_inputs(x, None, None, need_labels=False)
         return super().predict(x=x, batch_size=batch_size, **kwargs)
 

@@ -23,9 +23,9 @@ class ConversionMap:
         self.rows.append((variable, key, transform or (lambda x: x)))
 
 
-def build_checked(cls, config: dict, source: str):
-    """`cls(**config)`, with a missing or unknown argument, or a bad value, reported as a
-    ValueError naming `source` (the config file)."""
+def build_checked(cls, config: dict, source: str, build=None):
+    """`build(config)` (default `cls(**config)`), with a missing or unknown argument, or a bad
+    value, reported as a ValueError naming `source` (the config file)."""
     parameters = inspect.signature(cls.__init__).parameters
     required = [name for name, p in parameters.items()
                 if p.default is p.empty and name != "self"
@@ -34,7 +34,7 @@ def build_checked(cls, config: dict, source: str):
     if missing:
         raise ValueError(f"{source}: the {cls.__name__} config lacks {missing}.")
     try:
-        return cls(**config)
+        return build(config) if build is not None else cls(**config)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: cannot build {cls.__name__}: {error}") from None
 

@@ -70,13 +70,8 @@ class NativeReader:
     def build_backbone(self, cls, **overrides):
         config = dict(self.backbone_config()["config"])
         config.update(overrides)
-        source = self._file(native.CONFIG_FILE)
-        if isinstance(config.get("dtype"), dict):  # a quantized model's DTypePolicyMap
-            try:
-                return cls.from_config(config)
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"{source}: cannot build {cls.__name__}: {error}") from None
-        return build_checked(cls, config, source)
+        # from_config: it rebuilds a quantized model from its DTypePolicyMap.
+        return build_checked(cls, config, self._file(native.CONFIG_FILE), cls.from_config)
 
     def load_weights(self, backbone) -> None:
         path = self._file(native.WEIGHTS_FILE)

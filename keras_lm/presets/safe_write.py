@@ -99,6 +99,16 @@ def _roll_back(destination, journal_folder, replaced, created):
             os.replace(kept, os.path.join(destination, relative))
 
 
+def _remove_empty_parents(destination: str, relative: str) -> None:
+    folder = os.path.dirname(relative)
+    while folder:
+        path = os.path.join(destination, folder)
+        if os.listdir(path):
+            return
+        os.rmdir(path)
+        folder = os.path.dirname(folder)
+
+
 def commit(staging: str, destination: str, stale: list[str]) -> None:
     """Move every file of `staging` into `destination` (same relative paths) and remove the
     `stale` files (relative paths of old preset files the new save does not write)."""
@@ -127,6 +137,7 @@ def commit(staging: str, destination: str, stale: list[str]) -> None:
             os.replace(os.path.join(staging, relative), target)
         for relative in stale:
             os.remove(os.path.join(destination, relative))
+            _remove_empty_parents(destination, relative)
     except BaseException:
         _roll_back(destination, journal_folder, replaced, created)
         _remove_ours(journal_folder)
