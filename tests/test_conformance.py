@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_lm
-from tests.conftest import BACKEND, random_ids
+from tests.conftest import random_ids
 
 pytestmark = pytest.mark.tensorflow
 
@@ -134,8 +134,8 @@ def test_save_and_load_gives_identical_outputs(family, tmp_path):
     )
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="torch runs eagerly; nothing is compiled")
 def test_generate_does_not_recompile(family):
+    """JAX/TF compile, torch records its decode step with TorchScript: once per shape."""
     backbone_cls, lm_cls, args, _ = family
     lm = lm_cls(backbone=backbone_cls(**args))
     lm.compile(sampler="greedy")
@@ -149,6 +149,7 @@ def test_generate_does_not_recompile(family):
 
     lm.generate(prompt(5, 0), stop_token_ids=None)
     traces = lm._engine.trace_count()
+    assert traces > 0  # something was compiled or recorded
     lm.generate(prompt(5, 1), stop_token_ids=None)
     lm.generate(prompt(7, 2), stop_token_ids=None)  # same prompt bucket
     assert lm._engine.trace_count() == traces

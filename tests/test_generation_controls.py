@@ -21,13 +21,19 @@ def test_multi_token_stop_string_is_judged_per_row(gpt2_lm):
     free = greedy(gpt2_lm)
     tok = gpt2_lm.preprocessor.tokenizer
     completion = free[0]
-    # A stop string spanning several tokens, taken from the middle of row 0's completion.
-    start = len(completion) // 3
-    stop = completion[start : start + 4]
-    assert len(tok(stop)) >= 1 and len(stop) == 4
+    # The same greedy tokens as ids, to take a stop string spanning two of them.
+    prompt = gpt2_lm.preprocessor.prompt_rows([PROMPTS[0]])[0]
+    out = gpt2_lm.generate({"token_ids": prompt[None], "padding_mask": np.ones((1, len(prompt)))},
+                           max_length=24, stop_token_ids=None, sampler="greedy")
+    pieces = [tok.detokenize([int(i)]) for i in out["token_ids"][0, len(prompt):]]
+    assert "".join(pieces) == completion
+    k = next(k for k in range(len(pieces) // 3, len(pieces) - 2)
+             if pieces[k] and pieces[k + 1] and pieces[k] + pieces[k + 1] not in pieces)
+    stop = pieces[k] + pieces[k + 1]
+    assert not any(stop in piece for piece in pieces)  # no single token holds it
     stopped = greedy(gpt2_lm, stop_strings=[stop])
     expected0 = completion[: completion.find(stop) + len(stop)]
-    assert stopped[0] == expected0
+    assert stopped[0] == expected0 and len(expected0) < len(completion)
     position = free[1].find(stop)
     expected1 = free[1] if position < 0 else free[1][: position + len(stop)]
     assert stopped[1] == expected1

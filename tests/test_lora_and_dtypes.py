@@ -92,7 +92,10 @@ def test_mixed_bfloat16_keeps_float32_variables(gpt2_preset):
     ids = np.array([[0, 5, 6, 7]])
     low = keras.ops.convert_to_numpy(keras.ops.cast(lm.score(ids), "float32"))
     high = keras.ops.convert_to_numpy(reference.score(ids))
-    np.testing.assert_allclose(low, high, atol=0.1)
+    # bfloat16 keeps ~3 significant digits: errors far below the logits' own spread.
+    spread = high.max() - high.min()
+    assert 0 < np.abs(low - high).max() < 0.02 * spread
+    assert np.corrcoef(low.ravel(), high.ravel())[0, 1] > 0.999
 
 
 def test_int8_quantization_keeps_outputs_close(gpt2_lm):
@@ -187,20 +190,37 @@ def _quantized_llama(seed, tie, lora_rank=None):
     return lm
 
 
+NEW_TOKENS = 6
+
+
 def _greedy(lm, prompts):
     ids = np.full((len(prompts), 8), 0, dtype="int32")
     mask = np.zeros_like(ids, dtype=bool)
     for i, prompt in enumerate(prompts):
         ids[i, : len(prompt)], mask[i, : len(prompt)] = prompt, True
-    out, log_probs = lm.generate({"token_ids": ids, "padding_mask": mask}, max_new_tokens=6,
+    out, log_probs = lm.generate({"token_ids": ids, "padding_mask": mask},
+                                 max_new_tokens=NEW_TOKENS,
                                  stop_token_ids=None, sampler="greedy", return_log_probs=True)
     return np.asarray(out["token_ids"]), np.asarray(log_probs)
+
+
+def _greedy_margins(lm, prompts, tokens):
+    """Per row, the smallest gap between the best and second-best logit over the steps that
+    chose `tokens` (Keras' own int8 path, scored in one pass)."""
+    margins = []
+    for prompt, row in zip(prompts, tokens, strict=True):
+        ids = np.asarray(row[: len(prompt) + NEW_TOKENS])[None]  # no stop ids: all generated
+        logits = keras.ops.convert_to_numpy(lm.score(ids.astype("int32")))[0]
+        steps = np.sort(logits[len(prompt) - 1 : ids.shape[1] - 1], axis=-1)
+        margins.append(float((steps[:, -1] - steps[:, -2]).min()))
+    return min(margins)
 
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_fast_int8_generation_matches_keras_int8_path(tie, monkeypatch):
     """The backend's int8 products (row-major copies and row padding on JAX, FBGEMM on torch)
-    give Keras' int8 results: exactly on JAX, within FBGEMM's activation rounding on torch."""
+    give Keras' int8 results: exactly on JAX; on torch within FBGEMM's activation rounding,
+    on a model whose greedy choices are clearer than that rounding, so the tokens must match."""
     from keras_lm.layers import fast_ops
 
     if fast_ops.int8_projection is None:
@@ -211,11 +231,12 @@ def test_fast_int8_generation_matches_keras_int8_path(tie, monkeypatch):
     monkeypatch.setattr(fast_ops, "int8_projection", None)
     keras_path = _greedy(lm, prompts), _greedy(lm, prompts[:1])
     exact = keras.backend.backend() == "jax"
+    tolerance = 1e-5 if exact else 0.02
+    margin = _greedy_margins(lm, prompts, keras_path[0][0])
+    assert margin > 4 * tolerance, f"the check needs clearer greedy choices ({margin:.4f})"
     for (tokens, log_probs), (expected_tokens, expected) in zip(fast, keras_path, strict=True):
-        if exact:
-            np.testing.assert_array_equal(tokens, expected_tokens)
-        np.testing.assert_allclose(log_probs, expected, atol=1e-5 if exact else 0.05,
-                                   rtol=1e-6 if exact else 0.05)
+        np.testing.assert_array_equal(tokens, expected_tokens)
+        np.testing.assert_allclose(log_probs, expected, atol=tolerance, rtol=0)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX keeps row-major int8 copies")

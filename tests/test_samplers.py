@@ -132,3 +132,53 @@ def test_greedy_picks_the_first_maximum_like_numpy_argmax():
     assert picked.dtype == np.int32
     np.testing.assert_array_equal(picked, np.argmax(logits, axis=-1))
     assert picked[1] == 7 and picked[2] == 999 and picked[3] == 42
+
+
+# -- the distributions the random samplers draw from ------------------------------------------
+ROWS = 512
+
+
+def _draw(sampler, logits):
+    """`ROWS` independent draws from one row of logits."""
+    block = keras.ops.convert_to_tensor(np.tile(np.asarray(logits, "float32"), (ROWS, 1)))
+    return keras.ops.convert_to_numpy(sampler.next_token_from_logits(block))
+
+
+def test_top_k_draws_stay_among_the_k_most_likely_and_reach_each():
+    logits = np.random.default_rng(0).normal(size=50)
+    allowed = set(np.argsort(-logits)[:3].tolist())
+    draws = _draw(samplers.TopKSampler(k=3, seed=1), logits)
+    assert set(draws.tolist()) == allowed
+
+
+def test_top_p_draws_stay_inside_the_nucleus():
+    probabilities = np.array([0.05, 0.5, 0.15, 0.3])
+    draws = _draw(samplers.TopPSampler(p=0.7, seed=2), np.log(probabilities))
+    assert set(draws.tolist()) == {1, 3}  # 0.5 + 0.3 reaches 0.7; 0.15 and 0.05 never drawn
+    # With k, only the k most likely are candidates even when p would allow more.
+    draws = _draw(samplers.TopPSampler(p=0.99, k=1, seed=2), np.log(probabilities))
+    assert set(draws.tolist()) == {1}
+
+
+def test_random_draws_follow_the_probabilities():
+    probabilities = np.array([0.7, 0.2, 0.1])
+    draws = _draw(samplers.RandomSampler(seed=3), np.log(probabilities))
+    frequencies = np.bincount(draws, minlength=3) / ROWS
+    np.testing.assert_allclose(frequencies, probabilities, atol=0.07)
+
+
+def test_same_seed_repeats_and_different_seeds_differ():
+    logits = np.zeros(100)  # uniform: two seeds agreeing on 512 draws is impossible
+    first = _draw(samplers.RandomSampler(seed=11), logits)
+    assert (first == _draw(samplers.RandomSampler(seed=11), logits)).all()
+    assert (first != _draw(samplers.RandomSampler(seed=12), logits)).mean() > 0.9
+    assert len(set(first.tolist())) > 50
+
+
+def test_temperature_sharpens_and_flattens():
+    logits = np.array([2.0, 1.0, 0.0])
+    cold = _draw(samplers.RandomSampler(temperature=0.1, seed=4), logits)
+    hot = _draw(samplers.RandomSampler(temperature=10.0, seed=4), logits)
+    assert (cold == 0).mean() > 0.99
+    # At T=10 the probabilities are ~(0.37, 0.33, 0.30): every token is drawn often.
+    assert min(np.bincount(hot, minlength=3)) > 0.2 * ROWS

@@ -102,3 +102,80 @@ def test_sentencepiece_from_bytes_and_path(spm_proto, tmp_path):
 def test_sentencepiece_rejects_bad_proto():
     with pytest.raises(ValueError, match="SentencePiece"):
         keras_lm.tokenizers.SentencePieceTokenizer(proto=b"not a model")
+
+
+# -- parity with `transformers`' tokenizers ------------------------------------------------------
+PARITY_TEXTS = [
+    "the quick brown fox", " leading space", "trailing space ", "two  spaces\tand\ttabs",
+    "new\nlines\n\n", "Keras is a deep-learning library!", "numbers 12345 and 3.14",
+    "unicode: café, naïve, 東京, emoji 🦊", "the<|endoftext|>fox", "<|endoftext|>", "",
+    "it's we've I'm they'll", "   ",
+]
+
+
+def test_byte_level_bpe_matches_transformers_gpt2(bpe_assets, tmp_path):
+    import json
+
+    import transformers
+
+    vocab, merges = bpe_assets
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n",
+                                         encoding="utf-8")
+    reference = transformers.GPT2Tokenizer.from_pretrained(str(tmp_path))
+    ours = keras_lm.models.GPT2Tokenizer(vocabulary=vocab, merges=merges)
+    for text in PARITY_TEXTS:
+        ids = ours(text).tolist()
+        assert ids == reference(text, add_special_tokens=False)["input_ids"], text
+        assert ours.detokenize(ids) == reference.decode(ids), text
+    assert len(ours("the<|endoftext|>fox")) == 3  # the special token is one id
+
+
+SPECIAL_PIECES = ("<start_of_turn>", "<end_of_turn>")
+SPM_TEXTS = ["the quick brown fox", "trailing space ", "two  spaces\tand\ttabs",
+             "new\nlines\n\n", "Keras is a deep-learning library!", "numbers 12345 and 3.14",
+             "unicode: café, naïve, 東京, emoji 🦊", "x<end_of_turn>\n<start_of_turn>model\n"]
+
+
+def _train_sentencepiece(folder, add_dummy_prefix):
+    """A BPE SentencePiece model trained like Llama's and Gemma's: byte fallback, identity
+    normalization, digits split, user-defined special pieces."""
+    import sentencepiece
+
+    sentences = ["the quick brown fox jumps over the lazy dog"] * 5 + [
+        "keras is a deep learning library", "i want to say hello", "where are you going",
+        "numbers 12345 and more", "café naïve"]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=400,
+        model_type="bpe", byte_fallback=True, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+        user_defined_symbols=",".join(SPECIAL_PIECES), hard_vocab_limit=False,
+        character_coverage=1.0, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=add_dummy_prefix,
+        allow_whitespace_only_pieces=True, split_digits=True, minloglevel=2,
+    )
+    folder.mkdir()
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    return str(folder / "tokenizer.model")
+
+
+@pytest.mark.parametrize("style", ["gemma", "llama"])
+def test_sentencepiece_bpe_with_byte_fallback_matches_transformers(style, tmp_path):
+    import transformers
+
+    proto = _train_sentencepiece(tmp_path / style, add_dummy_prefix=style == "llama")
+    reference_cls = transformers.GemmaTokenizer if style == "gemma" else transformers.LlamaTokenizer
+    reference = reference_cls.from_pretrained(str(tmp_path / style))
+    ours = keras_lm.tokenizers.SentencePieceTokenizer(proto=proto)
+    texts = SPM_TEXTS + (["<start_of_turn>user\nhi<end_of_turn>", " leading space", "   "]
+                         if style == "gemma" else [])
+    # (With a dummy prefix, transformers 5 drops SentencePiece's extra "▁" before a leading
+    # space or special piece, so those texts are compared for the Gemma style only.)
+    byte_pieces = 0
+    for text in texts:
+        ids = ours(text).tolist()
+        assert ids == reference(text, add_special_tokens=False)["input_ids"], text
+        assert ours.detokenize(ids) == reference.decode(ids), text
+        byte_pieces += sum(ours.id_to_token(i).startswith("<0x") for i in ids)
+    assert byte_pieces > 0  # the byte fallback was exercised
+    assert ours("x<start_of_turn>").tolist()[-1] == ours.token_to_id("<start_of_turn>")

@@ -117,6 +117,7 @@ class GenerationEngine:
     def __init__(self, causal_lm):
         self.model = causal_lm
         self._compiled = {}
+        self._traced_steps = []  # torch: each records its step once per shape
 
     @property
     def backbone(self):
@@ -147,7 +148,9 @@ class GenerationEngine:
         return policy.variable_dtype == policy.compute_dtype and not self.backbone._lora_rank
 
     def trace_count(self) -> int:
-        return sum(fn.trace_count for _, fn in self._compiled.values())
+        """How many times a program was traced: JAX/TF compilations and torch recordings."""
+        compiled = sum(fn.trace_count for _, fn in self._compiled.values())
+        return compiled + sum(step.trace_count for step in self._traced_steps)
 
     # -- shared pieces ------------------------------------------------------------------------
     def forward_step(self, token_ids, positions, caches, index, left_pad):
@@ -212,6 +215,7 @@ class GenerationEngine:
         direct = self.direct_calls()
         # Direct calls only: Layer.__call__'s autocast and LoRA paths are not worth recording.
         decode_step = TracedStep(self.next_logits, variables, enabled=direct)
+        self._traced_steps.append(decode_step)
 
         def chunk(model_values, sampler_values, state, stop_ids, max_new, left_pad, out):
             def cond(step, state, sampler_values, tokens_out, log_probs_out):
