@@ -11,10 +11,6 @@ from keras_lm._backend import choose_backend
 choose_backend()
 
 from keras_lm import layers, models, samplers, tokenizers  # noqa: E402
-from keras_lm.generation import torch_matmul, xla_int8  # noqa: E402
-
-torch_matmul.install()
-xla_int8.install()
 from keras_lm.version import __version__  # noqa: E402
 
 __all__ = ["layers", "models", "samplers", "tokenizers", "__version__"]

@@ -140,15 +140,15 @@ def test_base_causal_lm_cannot_be_built_directly(gpt2_lm):
 
 
 def test_cache_growth_between_chunks_keeps_outputs(gpt2_lm, monkeypatch):
-    from keras_lm.generation import engine
+    from keras_lm.generation import cache, engine
 
     gpt2_lm.preprocessor = None
     prompt = {"token_ids": np.array([[3, 5, 6, 7, 0], [4, 9, 0, 0, 0]]),
               "padding_mask": np.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]])}
     gpt2_lm.compile(sampler="greedy")
     grown_shapes = []
-    real_grow = engine._grow
-    monkeypatch.setattr(engine, "_grow", lambda caches, capacity: grown_shapes.append(
+    real_grow = cache.grow
+    monkeypatch.setattr(cache, "grow", lambda caches, capacity: grown_shapes.append(
         capacity) or real_grow(caches, capacity))
     monkeypatch.setattr(engine, "INITIAL_STEPS", 0)  # start at one chunk: 64 slots, then grow
     grown = gpt2_lm.generate(prompt, max_new_tokens=100, stop_token_ids=None)
@@ -161,7 +161,7 @@ def test_cache_growth_between_chunks_keeps_outputs(gpt2_lm, monkeypatch):
 
 
 def test_take_cache_rows_moves_every_head_of_a_sequence():
-    from keras_lm.generation.engine import take_cache_rows
+    from keras_lm.generation.cache import take_rows as take_cache_rows
 
     kv_heads, slots, dim = 3, 4, 2
     keys = np.arange(2 * kv_heads * slots * dim, dtype="float32").reshape(-1, slots, dim)

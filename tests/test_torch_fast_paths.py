@@ -14,17 +14,17 @@ pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="torch backend only")
 def test_matmul_matches_torch(rows, shape, transposed):
     import torch
 
-    from keras_lm.generation import torch_matmul
-    from keras_lm.layers import fast_ops
+    from keras_lm.backend import ops as fast_ops
+    from keras_lm.backend import torch_kernels
 
-    assert fast_ops.matmul is torch_matmul.matmul
+    assert fast_ops.matmul is torch_kernels.matmul
     generator = torch.Generator().manual_seed(0)
     k, n = shape
     kernel = (torch.randn(n, k, generator=generator).T if transposed
               else torch.randn(k, n, generator=generator))
     x = torch.randn(rows, 1, k, generator=generator)
     with torch.no_grad():
-        ours = torch_matmul.matmul(x, kernel)
+        ours = torch_kernels.matmul(x, kernel)
     expected = torch.matmul(x.double(), kernel.double()).float()
     assert ours.shape == (rows, 1, n)
     np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-5, atol=1e-3)
@@ -33,14 +33,14 @@ def test_matmul_matches_torch(rows, shape, transposed):
 def test_matmul_keeps_gradients_and_dtype_rules():
     import torch
 
-    from keras_lm.generation import torch_matmul
+    from keras_lm.backend import torch_kernels
 
     kernel = torch.randn(96, 4099, requires_grad=True)
     x = torch.randn(1, 96)
-    torch_matmul.matmul(x, kernel).sum().backward()
+    torch_kernels.matmul(x, kernel).sum().backward()
     np.testing.assert_allclose(kernel.grad.numpy(), np.repeat(x.numpy().T, 4099, axis=1),
                                rtol=1e-6)
-    ints = torch_matmul.matmul(torch.ones(2, 3, dtype=torch.int32),
+    ints = torch_kernels.matmul(torch.ones(2, 3, dtype=torch.int32),
                                torch.ones(3, 4, dtype=torch.int32))
     assert ints.dtype == torch.int32 and int(ints[0, 0]) == 3
 
@@ -73,7 +73,7 @@ def test_decode_step_is_traced_once_per_shape_and_reads_current_weights(gpt2_lm,
 def test_int8_projection_matches_the_dequantized_kernel():
     import torch
 
-    from keras_lm.generation import torch_matmul
+    from keras_lm.backend import torch_kernels
 
     generator = torch.Generator().manual_seed(0)
     weights = torch.randn(64, 300, generator=generator)
@@ -82,35 +82,35 @@ def test_int8_projection_matches_the_dequantized_kernel():
     x = torch.randn(3, 64, generator=generator)
     owner = torch.nn.Module()  # any weak-referenceable owner of the packed copy
     with torch.no_grad():
-        ours = torch_matmul.int8_projection(owner, x, kernel, scale)
+        ours = torch_kernels.int8_projection(owner, x, kernel, scale)
     expected = x @ (kernel.float() / scale)
     # Inputs are quantized to 7 bits on the fly (FBGEMM's reduce_range): ~1% error.
     assert torch.abs(ours - expected).max() < 0.03 * torch.abs(expected).max()
-    assert torch_matmul.int8_projection(owner, x.requires_grad_(), kernel, scale) is None
+    assert torch_kernels.int8_projection(owner, x.requires_grad_(), kernel, scale) is None
 
 
 def test_decode_layout_keeps_values_parameters_training_and_saving(gpt2_lm, monkeypatch,
                                                                    tmp_path):
     import keras
 
-    from keras_lm.generation import torch_matmul
+    from keras_lm.backend import torch_kernels
     from keras_lm.models import CausalLM
 
-    monkeypatch.setattr(torch_matmul, "_MIN_SPLIT_ELEMENTS", 0)  # tiny kernels qualify too
+    monkeypatch.setattr(torch_kernels, "_MIN_SPLIT_ELEMENTS", 0)  # tiny kernels qualify too
     gpt2_lm.compile(sampler="greedy")
     layers = [layer for layer in gpt2_lm.backbone._flatten_layers()
-              if getattr(layer, "_kernel_rows", None)]
-    kernels = [layer._kernel for layer in layers]
+              if getattr(layer, "kernel_rows", None)]
+    kernels = [layer.stored_kernel for layer in layers]
     params = [k.value for k in kernels]
     before = [keras.ops.convert_to_numpy(k) for k in kernels]
     scores = keras.ops.convert_to_numpy(gpt2_lm.score(np.array([[5, 9, 13, 2]])))
     text = gpt2_lm.generate("the quick brown", max_length=12)
 
     for layer, param, value in zip(layers, params, before, strict=True):
-        assert layer._kernel.value is param  # same Parameter: optimizers keep their handle
+        assert layer.stored_kernel.value is param  # same Parameter: optimizers keep their handle
         # Stored as the transpose of a row-major [outputs, contracted] matrix.
-        assert param.reshape(layer._kernel_rows, -1).stride() == (1, layer._kernel_rows)
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer._kernel), value)
+        assert param.reshape(layer.kernel_rows, -1).stride() == (1, layer.kernel_rows)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.stored_kernel), value)
     after = keras.ops.convert_to_numpy(gpt2_lm.score(np.array([[5, 9, 13, 2]])))
     np.testing.assert_allclose(after, scores, atol=1e-5)
 
@@ -118,7 +118,7 @@ def test_decode_layout_keeps_values_parameters_training_and_saving(gpt2_lm, monk
     fresh = type(gpt2_lm).from_config(gpt2_lm.get_config())
     fresh.set_weights(gpt2_lm.get_weights())
     fresh.compile(sampler="greedy")
-    monkeypatch.setattr(torch_matmul, "row_major_kernels", lambda kernels: 0)
+    monkeypatch.setattr(torch_kernels, "row_major_kernels", lambda kernels: 0)
     assert fresh.generate("the quick brown", max_length=12) == text
 
     # Saving and training still work on the re-laid-out variables.
@@ -135,8 +135,8 @@ def test_recorded_step_has_no_shape_arithmetic_and_matches_eager(gpt2_lm):
     import keras
     import torch
 
+    from keras_lm.backend.direct_call import direct_layer_calls
     from keras_lm.generation.compile import TracedStep
-    from keras_lm.layers.direct_call import direct_layer_calls
 
     engine = gpt2_lm._engine
     backbone = gpt2_lm.backbone
@@ -172,12 +172,12 @@ def test_joint_projection_over_side_by_side_kernels_matches_separate_calls(kind,
     import keras
     import torch
 
-    from keras_lm.generation import torch_matmul
+    from keras_lm.backend import torch_kernels
+    from keras_lm.backend.direct_call import direct_layer_calls, invoke, invoke_together
     from keras_lm.layers.attention import CachedAttention
-    from keras_lm.layers.direct_call import direct_layer_calls, invoke, invoke_together
     from keras_lm.layers.feedforward import FeedForward
 
-    monkeypatch.setattr(torch_matmul, "_MIN_SPLIT_ELEMENTS", 0)
+    monkeypatch.setattr(torch_kernels, "_MIN_SPLIT_ELEMENTS", 0)
     keras.utils.set_random_seed(0)
     if kind == "attention":
         layer = CachedAttention(num_query_heads=4, num_key_value_heads=2, head_dim=8,
@@ -194,14 +194,14 @@ def test_joint_projection_over_side_by_side_kernels_matches_separate_calls(kind,
     x = torch.randn(3, 2, 24)
     with torch.no_grad(), direct_layer_calls(True):
         separate = [invoke(m, x) for m in members]
-        assert torch_matmul.joint_projection(members, x) is None  # not side by side yet
-        changed = torch_matmul.row_major_kernels([[(m._kernel, m._kernel_rows)
+        assert torch_kernels.joint_projection(members, x) is None  # not side by side yet
+        changed = torch_kernels.row_major_kernels([[m.decode_kernel()
                                                    for m in members]])
         assert changed == len(members)
         storages = {m._kernel.value.untyped_storage().data_ptr() for m in members}
         assert len(storages) == 1
         for rows in (x, x[:1, :1]):  # several rows (oneDNN) and one row (batched GEMV)
-            joint = torch_matmul.joint_projection(members, rows)
+            joint = torch_kernels.joint_projection(members, rows)
             expected = [invoke(m, rows) for m in members]
             assert joint is not None and len(joint) == len(members)
             for a, b in zip(joint, expected, strict=True):

@@ -2,17 +2,16 @@
 
 import numpy as np
 
-from keras_lm.generation.buckets import cache_bucket
+from keras_lm.backend import ops
+from keras_lm.generation import cache as kv_cache
 from keras_lm.generation.engine import (
     GenerationResult,
     carry_history,
     finished_rows,
     initial_state,
     scope,
-    take_cache_rows,
 )
 from keras_lm.generation.processors import apply_processors
-from keras_lm.layers import fast_ops as ops
 
 _NEG_INF = -1e9
 
@@ -46,7 +45,7 @@ def _build_beam_loop(engine, sampler, processors=()):
                 origin = flat // vocab + ops.arange(batch)[:, None] * num_beams
                 origin = ops.reshape(origin, (-1,))
                 token = ops.cast(ops.reshape(flat % vocab, (-1,)), "int32")
-                caches = take_cache_rows(state["caches"], origin, kv_heads)
+                caches = kv_cache.take_rows(state["caches"], origin, kv_heads)
                 was_done = ops.take(done, origin, axis=0)
                 tokens = ops.take(tokens, origin, axis=0)
                 tokens = ops.slice_update(
@@ -84,35 +83,30 @@ def _build_beam_loop(engine, sampler, processors=()):
 def beam_search(engine, request, sampler) -> GenerationResult:
     """Run beam search; returns the best beam per row (and all beams, best first)."""
     num_beams = sampler.num_beams
-    token_ids, positions, left_pad, lengths = engine.prepare(request, repeat=num_beams)
-    width = token_ids.shape[1]
     batch = len(request.prompts)
-    max_new = np.asarray(request.max_new, dtype=np.int32)
-    steps = int(max_new.max())
-    if steps <= 0:
+    start = engine.start_search(request, sampler, repeat=num_beams)
+    if start is None:
         empty = [[] for _ in range(batch)]
         return GenerationResult(tokens=empty, log_probs=empty, beams=[[([], 0.0)]] * batch
                                 if sampler.return_all_beams else None)
-    capacity = cache_bucket(width + steps)
-    logits, _, caches = engine.run_prefill(sampler, token_ids, positions, left_pad, capacity)
+    steps = start.steps
     # Only the first beam of each row starts alive, so the first step picks distinct tokens.
     initial = np.tile(np.array([0.0] + [_NEG_INF] * (num_beams - 1), np.float32), batch)
     processors = list(request.processors)
     prompts = [p for p in request.prompts for _ in range(num_beams)]
-    state = initial_state(logits, caches, width, lengths, np.repeat(max_new <= 0, num_beams),
-                          processors, prompts)
+    state = initial_state(start.logits, start.caches, start.width, start.lengths,
+                          np.repeat(start.max_new <= 0, num_beams), processors, prompts)
     state["scores"] = ops.convert_to_tensor(initial)
-    loop = engine._function(
+    loop = engine.compiled(
         "beam", sampler, lambda s, p=(): _build_beam_loop(engine, s, p), processors
     )
-    stop = np.array(list(request.stop_token_ids) or [-1], np.int32)
     history = np.full((batch * num_beams, steps), -1, np.int32)
     scores, history = loop(
         [v.value for v in sampler.variables],
         state,
-        ops.convert_to_tensor(stop),
-        ops.convert_to_tensor(max_new),
-        ops.convert_to_tensor(left_pad, "int32"),
+        start.stop_ids,
+        ops.convert_to_tensor(start.max_new),
+        ops.convert_to_tensor(start.left_pad, "int32"),
         ops.convert_to_tensor(history),
     )
     scores = ops.convert_to_numpy(scores).reshape(batch, num_beams)

@@ -62,8 +62,8 @@ class TracedStep:
     """`fn(*tensors)` on torch, recorded by `torch.jit.trace` once per input shapes and dtypes.
 
     `fn` runs with the model's variables mapped to traced inputs, and must write caches in
-    place (see `write_cache`) and return tensors. Tracing failures fall back to eager calls.
-    Other backends (and `enabled=False`) call `fn` eagerly.
+    place (see `keras_lm.backend.ops.write_cache`) and return tensors. Tracing failures fall
+    back to eager calls. Other backends (and `enabled=False`) call `fn` eagerly.
     """
 
     def __init__(self, fn, variables, enabled: bool = True):
@@ -85,7 +85,7 @@ class TracedStep:
 
         values = [v.value for v in self._variables]
         # Versions change on in-place writes: packed int8 weights are constants of a recording.
-        # A recording bakes in the weights' layout (see `torch_matmul.joint_projection`).
+        # A recording bakes in the weights' layout (see `torch_kernels.joint_projection`).
         key = (
             tuple((tuple(a.shape), a.dtype) for a in args),
             tuple((v._version, v.data_ptr(), v.stride()) for v in values),
@@ -102,7 +102,7 @@ class TracedStep:
     def _trace(self, values, args):
         import torch
 
-        from keras_lm.generation import torch_matmul
+        from keras_lm.backend import torch_kernels
 
         self.trace_count += 1
         try:
@@ -111,7 +111,7 @@ class TracedStep:
                 self._fn(*args)  # eager first: packs int8 weights (cache writes are idempotent)
                 # TorchScript only records custom objects (packed weights) owned by a module.
                 module = torch.nn.Module()
-                for i, packed in enumerate(torch_matmul.packed_weights()):
+                for i, packed in enumerate(torch_kernels.packed_weights()):
                     setattr(module, f"packed_{i}", packed)
                 module.forward = self._with_values
                 traced = torch.jit.trace(module, (*values, *args), check_trace=False)
@@ -188,18 +188,18 @@ def _is_noop_cast(node) -> bool:
 
 def prepare_decode_weights(backbone) -> int:
     """Lay out float weights for fast one-token steps where the backend cares (torch on CPU:
-    see `torch_matmul.row_major_kernels`); values, shapes and variables are unchanged.
+    see `torch_kernels.row_major_kernels`); values, shapes and variables are unchanged.
     Returns how many weights were re-laid out."""
     if keras.backend.backend() != "torch":
         return 0
-    from keras_lm.generation import torch_matmul
+    from keras_lm.backend import torch_kernels
     from keras_lm.layers.attention import CachedAttention
     from keras_lm.layers.embedding import ReversibleEmbedding
     from keras_lm.layers.feedforward import FeedForward
     from keras_lm.layers.projection import Projection
 
     def kernel(layer):
-        return (layer._kernel, layer._kernel_rows)
+        return layer.decode_kernel()
 
     groups, grouped = [], set()
     for layer in backbone._flatten_layers():
@@ -212,14 +212,14 @@ def prepare_decode_weights(backbone) -> int:
             groups.append([kernel(m) for m in members])
             grouped.update(id(m) for m in members)
     for layer in backbone._flatten_layers():
-        if isinstance(layer, Projection) and getattr(layer, "_kernel_rows", None):
+        if isinstance(layer, Projection) and layer.decode_kernel() is not None:
             if id(layer) not in grouped:
                 groups.append([kernel(layer)])
         elif isinstance(layer, ReversibleEmbedding) and not layer.tie_weights:
             reverse = getattr(layer, "reverse_embeddings", None)
             if reverse is not None and len(reverse.shape) == 2:
                 groups.append([(reverse, reverse.shape[0])])
-    return torch_matmul.row_major_kernels(groups)
+    return torch_kernels.row_major_kernels(groups)
 
 
 def use_compilation_cache(directory: str) -> bool:
@@ -246,24 +246,3 @@ def use_compilation_cache(directory: str) -> bool:
 def to_numpy(x):
     """A backend tensor as a numpy array."""
     return keras.ops.convert_to_numpy(x)
-
-
-def write_cache(cache, start, update):
-    """Write `update` into `cache` at `[:, start:start + len]` (`[start:start + len]` for a
-    cache of rank 2) and return the cache.
-
-    Torch writes in place (generation runs under no_grad and never reuses the old cache);
-    `keras.ops.slice_update` would copy the whole cache every step. `index_copy_` with a
-    tensor of slots keeps a tensor `start` symbolic when `TracedStep` records the step.
-    Elsewhere the functional update is used, which XLA performs in place inside compiled loops.
-    """
-    update = keras.ops.cast(update, cache.dtype)
-    if keras.backend.backend() == "torch" and not cache.requires_grad and cache.is_contiguous():
-        import torch
-
-        axis = cache.dim() - 2
-        slots = torch.arange(update.shape[axis], device=cache.device) + start
-        cache.index_copy_(axis, slots, update)
-        return cache
-    origin = (start, 0) if len(cache.shape) == 2 else (0, start, 0)
-    return keras.ops.slice_update(cache, origin, update)

@@ -3,17 +3,16 @@ maximum cosine similarity to every earlier token."""
 
 import numpy as np
 
-from keras_lm.generation.buckets import cache_bucket
+from keras_lm.backend import ops
+from keras_lm.generation import cache as kv_cache
 from keras_lm.generation.engine import (
     GenerationResult,
     carry_history,
     finished_rows,
     initial_state,
     scope,
-    take_cache_rows,
 )
 from keras_lm.generation.processors import apply_processors
-from keras_lm.layers import fast_ops as ops
 
 
 def _build_contrastive_loop(engine, sampler, processors=()):
@@ -35,7 +34,7 @@ def _build_contrastive_loop(engine, sampler, processors=()):
                 probs = ops.softmax(processed / sampler.temperature, axis=-1)
                 top_probs, top_tokens = ops.top_k(probs, k=k)
                 expand = lambda x: ops.repeat(x, k, axis=0)  # noqa: E731
-                caches = take_cache_rows(
+                caches = kv_cache.take_rows(
                     state["caches"], ops.repeat(ops.arange(batch), k, axis=0), kv_heads
                 )
                 candidates = ops.cast(ops.reshape(top_tokens, (-1, 1)), "int32")
@@ -68,7 +67,7 @@ def _build_contrastive_loop(engine, sampler, processors=()):
                 )
                 new_state = {
                     "logits": ops.take(logits, flat, axis=0),
-                    "caches": take_cache_rows(caches, flat, kv_heads),
+                    "caches": kv_cache.take_rows(caches, flat, kv_heads),
                     "past": past,
                     "valid": valid,
                     "index": slot + 1,
@@ -87,35 +86,31 @@ def _build_contrastive_loop(engine, sampler, processors=()):
 
 
 def contrastive_search(engine, request, sampler) -> GenerationResult:
-    token_ids, positions, left_pad, lengths = engine.prepare(request)
-    batch, width = token_ids.shape
-    max_new = np.asarray(request.max_new, dtype=np.int32)
-    steps = int(max_new.max())
-    if steps <= 0:
+    batch = len(request.prompts)
+    start = engine.start_search(request, sampler)
+    if start is None:
         return GenerationResult(tokens=[[] for _ in range(batch)],
                                 log_probs=[[] for _ in range(batch)])
-    capacity = cache_bucket(width + steps)
-    logits, hidden, caches = engine.run_prefill(sampler, token_ids, positions, left_pad, capacity)
-    hidden = ops.cast(hidden, "float32")
+    width, capacity = start.width, start.capacity
+    hidden = ops.cast(start.hidden, "float32")
     past = ops.pad(hidden, [[0, 0], [0, capacity - width], [0, 0]])
     slots = np.arange(capacity)[None, :]
-    valid = (slots >= left_pad[:, None]) & (slots < width)
+    valid = (slots >= start.left_pad[:, None]) & (slots < width)
     processors = list(request.processors)
-    state = initial_state(logits, caches, width, lengths, max_new <= 0, processors,
-                          request.prompts)
+    state = initial_state(start.logits, start.caches, width, start.lengths, start.max_new <= 0,
+                          processors, request.prompts)
     state["past"] = past
     state["valid"] = ops.convert_to_tensor(valid)
-    loop = engine._function(
+    loop = engine.compiled(
         "contrastive", sampler, lambda s, p=(): _build_contrastive_loop(engine, s, p), processors
     )
-    stop = np.array(list(request.stop_token_ids) or [-1], np.int32)
     out = loop(
         [v.value for v in sampler.variables],
         state,
-        ops.convert_to_tensor(stop),
-        ops.convert_to_tensor(max_new),
-        ops.convert_to_tensor(left_pad, "int32"),
-        ops.convert_to_tensor(np.full((batch, steps), -1, np.int32)),
+        start.stop_ids,
+        ops.convert_to_tensor(start.max_new),
+        ops.convert_to_tensor(start.left_pad, "int32"),
+        ops.convert_to_tensor(np.full((batch, start.steps), -1, np.int32)),
     )
     out = ops.convert_to_numpy(out)
     tokens = [row[row >= 0].tolist() for row in out]

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from keras_lm.backend import decode_companions, ops
+from keras_lm.backend.direct_call import direct_layer_calls
+from keras_lm.generation import cache as kv_cache
 from keras_lm.generation.buckets import cache_bucket, prompt_bucket
 from keras_lm.generation.compile import (
     CompiledFunction,
@@ -25,9 +28,6 @@ from keras_lm.generation.processors import (
     update_history,
 )
 from keras_lm.generation.processors import cache_key as processor_cache_key
-from keras_lm.generation.xla_int8 import row_major_companions
-from keras_lm.layers import fast_ops as ops
-from keras_lm.layers.direct_call import direct_layer_calls
 
 DEFAULT_CHUNK = 16
 INITIAL_STEPS = 192
@@ -52,6 +52,22 @@ class GenerationResult:
     beams: list | None = None  # beam search with return_all_beams: per row [(ids, score)]
     texts: list | None = None  # per row: completion text cut at a stop string, when asked
     extras: dict = field(default_factory=dict)
+
+
+@dataclass
+class SearchStart:
+    """A whole-sequence search right after prefill (see `GenerationEngine.start_search`)."""
+
+    width: int  # prompt block width; decoding writes slots from here
+    left_pad: np.ndarray  # [rows] left padding of each row
+    lengths: np.ndarray  # [rows] real prompt lengths
+    max_new: np.ndarray  # [batch] new-token budget of each prompt
+    steps: int  # the largest budget: the loop's length
+    capacity: int  # cache slots: the whole search fits (searches do not grow the cache)
+    logits: object  # [rows, vocab] float32 logits of each row's last prompt token
+    hidden: object  # [rows, width, hidden] prompt hidden states
+    caches: list  # filled KV caches
+    stop_ids: object  # int32 tensor of stop ids (-1 when none)
 
 
 @contextlib.contextmanager
@@ -94,15 +110,6 @@ def carry_history(new_state, history, token, done, vocab):
     return new_state
 
 
-def take_cache_rows(caches, rows, kv_heads: int):
-    """The caches of batch rows `rows` (`[new_batch]` ints, repeats allowed); each sequence
-    owns `kv_heads` consecutive cache rows."""
-    heads = ops.arange(kv_heads, dtype="int32")[None, :]
-    index = ops.reshape(ops.cast(rows, "int32")[:, None] * kv_heads + heads, (-1,))
-    return [(ops.take(keys, index, axis=0), ops.take(values, index, axis=0))
-            for keys, values in caches]
-
-
 def attention_mask(capacity, index, num_queries, left_pad):
     """`[batch, queries, capacity]`: a query at slot `index + t` sees slots in [pad, index + t]."""
     slots = ops.arange(capacity, dtype="int32")[None, None, :]
@@ -127,9 +134,12 @@ class GenerationEngine:
     def variables(self) -> list:
         """The model's variables, then the backend's inference copies of quantized kernels
         (refreshed here when a kernel changed), which compiled functions receive with them."""
-        return self.model.variables + row_major_companions(self.backbone)
+        return self.model.variables + decode_companions(self.backbone)
 
-    def _function(self, kind, sampler, builder, processors=(), donate=()):
+    def compiled(self, kind: str, sampler, builder, processors=(), donate=()):
+        """The compiled function `builder(sampler[, processors])` for this model, cached by
+        `kind`, sampler, processors and the model's variables. `donate`: argument positions
+        whose buffers the function may reuse (JAX)."""
         # The variable list changes with quantize() or enable_lora(): compile afresh then.
         variables = self.variables  # walks the layers (companions): once per lookup
         model_signature = (self.direct_calls(), tuple(id(v) for v in variables))
@@ -154,8 +164,7 @@ class GenerationEngine:
 
     # -- shared pieces ------------------------------------------------------------------------
     def forward_step(self, token_ids, positions, caches, index, left_pad):
-        capacity = ops.shape(caches[0][0])[-2]
-        mask = attention_mask(capacity, index, ops.shape(token_ids)[1], left_pad)
+        mask = attention_mask(kv_cache.capacity(caches), index, ops.shape(token_ids)[1], left_pad)
         hidden, caches = self.backbone.decode(
             token_ids,
             positions=positions,
@@ -194,21 +203,39 @@ class GenerationEngine:
             )
         return token_ids, positions.astype(np.int32), left_pad, lengths
 
+    def start_search(self, request: GenerationRequest, sampler, repeat: int = 1):
+        """Prepare and prefill for a whole-sequence search, each prompt repeated `repeat`
+        times; None when no row may add a token."""
+        token_ids, positions, left_pad, lengths = self.prepare(request, repeat=repeat)
+        max_new = np.asarray(request.max_new, dtype=np.int32)
+        steps = int(max_new.max())
+        if steps <= 0:
+            return None
+        width = token_ids.shape[1]
+        capacity = cache_bucket(width + steps)
+        logits, hidden, caches = self.run_prefill(sampler, token_ids, positions, left_pad,
+                                                  capacity)
+        stop_ids = np.array(list(request.stop_token_ids) or [-1], np.int32)
+        return SearchStart(width, left_pad, lengths, max_new, steps, capacity, logits, hidden,
+                           caches, ops.convert_to_tensor(stop_ids))
+
     def run_prefill(self, sampler, token_ids, positions, left_pad, capacity):
+        """Run the prompt block through the model: `(last logits, hidden states, caches)`."""
         caches = self.backbone.empty_cache(token_ids.shape[0], capacity)
         # The fresh caches (argument 4) are filled in place.
-        prefill = self._function("prefill", sampler, self._build_prefill, donate=(4,))
+        prefill = self.compiled("prefill", sampler, self._build_prefill, donate=(4,))
         sampler_values = [v.value for v in sampler.variables]
         args = [ops.convert_to_tensor(a, "int32") for a in (token_ids, positions, left_pad)]
         return prefill(sampler_values, *args, caches)
 
     # -- token samplers (greedy, random, top-k, top-p, custom) --------------------------------
     def next_logits(self, token_ids, positions, index, left_pad, *flat_caches):
-        """One decode step: float32 logits of the last position, then the updated caches."""
-        caches = list(zip(flat_caches[0::2], flat_caches[1::2], strict=True))
+        """One decode step: float32 logits of the last position, then the updated caches
+        (flattened: a recorded torch step takes and returns tensors one by one)."""
+        caches = kv_cache.unflatten(flat_caches)
         hidden, caches = self.forward_step(token_ids, positions, caches, index, left_pad)
         logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
-        return (logits, *[t for pair in caches for t in pair])
+        return (logits, *kv_cache.flatten(caches))
 
     def _build_chunk(self, sampler, processors=(), log_probs=True):
         variables = self.variables
@@ -239,9 +266,9 @@ class GenerationEngine:
                     new_done = finished_rows(done, token, count, stop_ids, max_new)
                     new_logits, *flat_caches = decode_step(
                         token[:, None], state["positions"][:, None], state["index"], left_pad,
-                        *[t for pair in state["caches"] for t in pair],
+                        *kv_cache.flatten(state["caches"]),
                     )
-                    caches = list(zip(flat_caches[0::2], flat_caches[1::2], strict=True))
+                    caches = kv_cache.unflatten(flat_caches)
                     new_sampler_values = [
                         _current(s, v, old)
                         for v, old in zip(sampler.variables, sampler_values, strict=True)
@@ -264,8 +291,7 @@ class GenerationEngine:
                 return step + 1, new_state, new_sampler_values, tokens_out, log_probs_out
 
             tokens_out, log_probs_out = out
-            caches = single_row_caches(state["caches"])
-            squeezed = caches is not state["caches"]
+            caches, squeezed = kv_cache.squeeze_single_row(state["caches"])
             state = dict(state, caches=caches)
             loop = ops.while_loop(
                 cond,
@@ -275,7 +301,7 @@ class GenerationEngine:
             )
             _, state, sampler_values, tokens_out, log_probs_out = loop
             if squeezed:
-                state["caches"] = [(k[None], v[None]) for k, v in state["caches"]]
+                state["caches"] = kv_cache.restore_single_row(state["caches"])
             return state, sampler_values, tokens_out, log_probs_out
 
         return chunk
@@ -304,7 +330,7 @@ class GenerationEngine:
         if not request.log_probs:
             kind, builder = "chunk-tokens", functools.partial(builder, log_probs=False)
         # The loop state and output buffers (arguments 1 and 5) are replaced by the results.
-        chunk = self._function(kind, sampler, builder, processors, donate=(1, 5))
+        chunk = self.compiled(kind, sampler, builder, processors, donate=(1, 5))
         sampler_values = [v.value for v in sampler.variables]
         left_pad_t = ops.convert_to_tensor(left_pad, "int32")
         max_new_t = ops.convert_to_tensor(max_new, "int32")
@@ -324,10 +350,10 @@ class GenerationEngine:
             remaining = min(chunk_size, total_steps - produced)
             if index + remaining > capacity:
                 capacity = cache_bucket(index + remaining)
-                state["caches"] = _grow(state["caches"], capacity)
+                state["caches"] = kv_cache.grow(state["caches"], capacity)
             state, sampler_values, tokens, log_probs = chunk(
                 sampler_values, state, stop_t, max_new_t, left_pad_t,
-                _chunk_outputs(batch, chunk_size),
+                chunk_outputs(batch, chunk_size),
             )
             tokens, log_probs = to_numpy(tokens), to_numpy(log_probs)
             produced += chunk_size
@@ -346,7 +372,7 @@ class DecodeControl:
         self.stopped = np.zeros((batch,), bool)
 
 
-def _chunk_outputs(batch, chunk_size):
+def chunk_outputs(batch, chunk_size):
     """Fresh per-chunk token (-1 = none) and log-prob buffers."""
     return ops.full((batch, chunk_size), -1, "int32"), ops.zeros((batch, chunk_size), "float32")
 
@@ -354,22 +380,3 @@ def _chunk_outputs(batch, chunk_size):
 def _current(stateless_scope, variable, old):
     value = stateless_scope.get_current_value(variable)
     return old if value is None else value
-
-
-def single_row_caches(caches):
-    """Caches with one row (batch 1 of a one-KV-head model) as `[capacity, head_dim]`, for
-    the decode loop: on JAX, XLA's CPU backend otherwise writes each such cache twice and copies
-    it four times per step (it drops the unit axis of the attention product and fuses that
-    reshape into the write). Other caches are returned as they are (the same list)."""
-    if caches[0][0].shape[0] != 1:  # static: TF may leave it unknown (None) here
-        return caches
-    return [(k[0], v[0]) for k, v in caches]
-
-
-def _grow(caches, capacity):
-    grown = []
-    for keys, values in caches:
-        extra = capacity - ops.shape(keys)[1]
-        pad = [[0, 0], [0, extra], [0, 0]]
-        grown.append((ops.pad(keys, pad), ops.pad(values, pad)))
-    return grown

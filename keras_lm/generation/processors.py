@@ -8,7 +8,7 @@ only, int32) are `[batch, vocab]` and are only kept when a processor asks for th
 import numpy as np
 
 from keras_lm import checks
-from keras_lm.layers import fast_ops as ops
+from keras_lm.backend import ops
 
 _NEG = -1e9
 

@@ -2,9 +2,8 @@
 
 import keras
 
-from keras_lm.generation.compile import write_cache
-from keras_lm.layers import fast_ops as ops
-from keras_lm.layers.direct_call import invoke, invoke_together
+from keras_lm.backend import ops
+from keras_lm.backend.direct_call import invoke, invoke_together
 from keras_lm.layers.initializers import fresh_initializer
 from keras_lm.layers.normalization import Normalization
 from keras_lm.layers.projection import Projection
@@ -17,12 +16,12 @@ _MASKED = -1e9  # finite, so fully-masked (padding) rows never turn into NaN
 class CachedAttention(keras.layers.Layer):
     """Causal self-attention whose key/value cache is passed in and returned.
 
-    The cache for one layer is a `(keys, values)` pair of shape
+    The cache for one layer is a `(keys, values)` pair (`generation.cache.LayerCache`) of shape
     `[batch * num_key_value_heads, capacity, head_dim]` (row `b * num_key_value_heads + k` holds
     head `k` of sequence `b`, its slots contiguous, so the attention products read the cache in
     place); new keys are written at slot `cache_update_index`, and `(output, cache)` is
     returned; without a cache only the output. When `batch * num_key_value_heads` is 1 the cache
-    may also be `[capacity, head_dim]` (see `generation.engine.single_row_caches`).
+    may also be `[capacity, head_dim]` (see `generation.cache.squeeze_single_row`).
     `attention_mask` is `[batch, query_len, key_len]` (True = attend).
 
     Example:
@@ -142,8 +141,8 @@ class CachedAttention(keras.layers.Layer):
             key_cache, value_cache = cache
             if len(ops.shape(key_cache)) == 2:  # the one cached head row, without its axis
                 key, value = key[0], value[0]
-            key = write_cache(key_cache, start, key)
-            value = write_cache(value_cache, start, value)
+            key = ops.write_cache(key_cache, start, key)
+            value = ops.write_cache(value_cache, start, value)
             cache = (key, value)
         if self.sliding_window is not None:
             attention_mask = self._window(attention_mask, start)

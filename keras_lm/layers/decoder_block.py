@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
+from keras_lm.backend.direct_call import invoke
 from keras_lm.layers.attention import CachedAttention
-from keras_lm.layers.direct_call import invoke
 from keras_lm.layers.feedforward import FeedForward
 from keras_lm.layers.normalization import Normalization
 

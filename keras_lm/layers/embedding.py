@@ -4,7 +4,7 @@ import math
 
 import keras
 
-from keras_lm.layers import fast_ops as ops
+from keras_lm.backend import ops
 from keras_lm.layers.initializers import fresh_initializer
 
 
@@ -98,6 +98,17 @@ class ReversibleEmbedding(keras.layers.Embedding):
             self._build_reverse_scale()
             self.reverse_embeddings.assign(reverse)
             self.reverse_embeddings_scale.assign(keras.ops.reshape(reverse_scale, (-1,)))
+
+    # -- hooks for the backend kernels (keras_lm.backend) -------------------------------------
+    def decode_kernel(self):
+        """`(head kernel variable, rows)` of an untied head (`[hidden, vocab]`), else None."""
+        if self.tie_weights or not hasattr(self, "reverse_embeddings"):
+            return None
+        return self.reverse_embeddings, self.output_dim
+
+    def row_major_head(self):
+        """A tied head's table (`[vocab, hidden]`: already row-major for the product)."""
+        return self._embeddings if self.tie_weights else None
 
     def _int8_call(self, inputs, reverse: bool = False, training=None):
         if not reverse:

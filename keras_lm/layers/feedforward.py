@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_lm.layers import fast_ops as ops
-from keras_lm.layers.direct_call import invoke, invoke_together
+from keras_lm.backend import ops
+from keras_lm.backend.direct_call import invoke, invoke_together
 from keras_lm.layers.initializers import fresh_initializer
 from keras_lm.layers.projection import Projection
 

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_lm.layers import fast_ops as ops
+from keras_lm.backend import ops
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")

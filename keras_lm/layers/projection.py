@@ -10,7 +10,7 @@ import math
 
 import keras
 
-from keras_lm.layers import fast_ops as ops
+from keras_lm.backend import ops
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
@@ -33,9 +33,30 @@ class Projection(keras.layers.EinsumDense):
         ):
             raise ValueError(f"Projection cannot flatten the equation {self.equation!r}")
         kernel_shape = tuple(self._kernel.shape) if hasattr(self, "_kernel") else None
-        self._num_contracted = len(contracted)
-        self._kernel_rows = math.prod(kernel_shape[: len(contracted)]) if kernel_shape else None
-        self._kernel_out_shape = kernel_shape[len(contracted):] if kernel_shape else None
+        self.contracted_axes = len(contracted)
+        self.kernel_rows = math.prod(kernel_shape[: len(contracted)]) if kernel_shape else None
+        self.kernel_out_shape = kernel_shape[len(contracted):] if kernel_shape else None
+
+    # -- hooks for the backend kernels (keras_lm.backend) -------------------------------------
+    # `contracted_axes`: how many trailing input axes the kernel contracts; `kernel_rows`: their
+    # product (the kernel as a `[kernel_rows, -1]` matrix); `kernel_out_shape`: the rest.
+
+    @property
+    def stored_kernel(self):
+        """The kernel variable as stored: float, or int8 after `quantize("int8")`."""
+        return self._kernel
+
+    def decode_kernel(self):
+        """`(stored kernel, kernel_rows)`, or None when the equation cannot be flattened."""
+        return None if self.kernel_rows is None else (self._kernel, self.kernel_rows)
+
+    def finish(self, x):
+        """Bias and activation, applied to the product's output."""
+        if self.bias is not None:
+            x = x + self.bias
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
 
     def quantize(self, mode=None, type_check=True, config=None):
         # EinsumDense refuses subclasses unless `type_check=False`; our float path differs
@@ -44,32 +65,25 @@ class Projection(keras.layers.EinsumDense):
 
     def _int8_call(self, inputs, training=None):
         fast = ops.int8_projection
-        if fast is not None and not training and self._kernel_rows is not None:
+        if fast is not None and not training and self.kernel_rows is not None:
             shape = ops.shape(inputs)
-            batch_shape = tuple(shape[: len(shape) - self._num_contracted])
-            x = fast(self, ops.reshape(inputs, batch_shape + (self._kernel_rows,)))
+            batch_shape = tuple(shape[: len(shape) - self.contracted_axes])
+            x = fast(self, ops.reshape(inputs, batch_shape + (self.kernel_rows,)))
             if x is not None:
-                x = ops.reshape(x, batch_shape + tuple(self._kernel_out_shape))
+                x = ops.reshape(x, batch_shape + tuple(self.kernel_out_shape))
                 if self.lora_enabled:  # as Keras' int8 path adds it
                     lora = ops.matmul(ops.einsum(self.equation, inputs, self.lora_kernel_a),
                                       self.lora_kernel_b)
                     x = x + ops.cast(self.lora_alpha / self.lora_rank, x.dtype) * lora
-                return self._finish(x)
+                return self.finish(x)
         return super()._int8_call(inputs, training=training)
 
-    def _finish(self, x):
-        if self.bias is not None:
-            x = x + self.bias
-        if self.activation is not None:
-            x = self.activation(x)
-        return x
-
     def call(self, inputs, training=None):
-        if self._kernel_rows is None:
+        if self.kernel_rows is None:
             return super().call(inputs, training=training)
         shape = ops.shape(inputs)
-        batch_shape = tuple(shape[: len(shape) - self._num_contracted])
-        flat = ops.reshape(inputs, batch_shape + (self._kernel_rows,))
-        kernel = ops.reshape(self.kernel, (self._kernel_rows, -1))
+        batch_shape = tuple(shape[: len(shape) - self.contracted_axes])
+        flat = ops.reshape(inputs, batch_shape + (self.kernel_rows,))
+        kernel = ops.reshape(self.kernel, (self.kernel_rows, -1))
         x = ops.matmul(flat, kernel)
-        return self._finish(ops.reshape(x, batch_shape + tuple(self._kernel_out_shape)))
+        return self.finish(ops.reshape(x, batch_shape + tuple(self.kernel_out_shape)))

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from keras_lm.layers import fast_ops as ops
+from keras_lm.backend import ops
 
 
 def rope_inverse_frequencies(

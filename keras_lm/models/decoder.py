@@ -1,10 +1,11 @@
 """`DecoderBackbone`: the one embed → blocks → norm forward path every family shares."""
 
 import keras
-from keras import ops
 
+from keras_lm.backend.direct_call import invoke
+from keras_lm.generation import cache as kv_cache
+from keras_lm.generation.cache import LayerCache
 from keras_lm.layers.decoder_block import DecoderBlock
-from keras_lm.layers.direct_call import invoke
 from keras_lm.layers.embedding import PositionEmbedding, ReversibleEmbedding
 from keras_lm.layers.normalization import Normalization
 from keras_lm.models.backbone import Backbone
@@ -207,8 +208,8 @@ class DecoderBackbone(Backbone):
             if new_caches is None:
                 x = out
             else:
-                x, cache = out
-                new_caches.append(cache)
+                x, (keys, values) = out
+                new_caches.append(LayerCache(keys, values))
             if layer_intercept_fn is not None:
                 x = layer_intercept_fn(x, i)
         return invoke(self.final_norm, x), new_caches
@@ -217,12 +218,11 @@ class DecoderBackbone(Backbone):
         """Vocabulary logits for hidden states (tied or separate head, final soft-cap)."""
         return invoke(self._token_embedding, hidden_states, reverse=True)
 
-    def empty_cache(self, batch_size: int, capacity: int):
-        """Zeroed per-layer `(keys, values)` of shape `[batch * kv_heads, capacity, head_dim]`
-        (see `CachedAttention`)."""
-        shape = (batch_size * self.num_key_value_heads, capacity, self.head_dim)
-        dtype = self.compute_dtype
-        return [(ops.zeros(shape, dtype), ops.zeros(shape, dtype)) for _ in range(self.num_layers)]
+    def empty_cache(self, batch_size: int, capacity: int) -> list:
+        """Zeroed KV caches for `batch_size` sequences of `capacity` slots (the layout is
+        `keras_lm.generation.cache`'s)."""
+        return kv_cache.empty(self.num_layers, batch_size * self.num_key_value_heads, capacity,
+                           self.head_dim, self.compute_dtype)
 
 
 def _check_heads(hidden_dim, num_query_heads, num_key_value_heads, head_dim):

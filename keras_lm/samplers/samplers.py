@@ -3,7 +3,7 @@
 import keras
 
 from keras_lm import checks
-from keras_lm.layers import fast_ops as ops
+from keras_lm.backend import ops
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
@@ -70,26 +70,10 @@ class GreedySampler(Sampler):
         super().__init__(**kwargs)
 
     def next_token_from_logits(self, logits):
-        return first_argmax(logits)
+        return ops.first_argmax(logits)
 
     def get_next_token(self, probabilities):
         return ops.argmax(probabilities, axis=-1)
-
-
-def first_argmax(logits):
-    """`argmax(logits, axis=-1)` as int32 (the first maximum wins).
-
-    XLA's CPU argmax is a (value, index) reduction that runs ~4x slower than a max followed
-    by a min over matching indices (1.26 vs 0.30 ms over a 262k vocabulary), a whole
-    percent of a small model's decode step; other backends keep their argmax.
-    """
-    if keras.backend.backend() != "jax":
-        return ops.cast(ops.argmax(logits, axis=-1), "int32")
-    vocab = int(ops.shape(logits)[-1])
-    best = ops.max(logits, axis=-1, keepdims=True)
-    index = ops.where(logits == best, ops.arange(vocab, dtype="int32"), vocab)
-    # A NaN row matches nowhere; stay in range as argmax does.
-    return ops.minimum(ops.min(index, axis=-1), vocab - 1)
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")

@@ -8,7 +8,7 @@ one-token decode step on CPU. Inside `direct_layer_calls()`, `invoke(layer, ...)
 import contextlib
 import threading
 
-from keras_lm.layers import fast_ops
+from keras_lm.backend import ops as fast_ops
 
 _state = threading.local()
 

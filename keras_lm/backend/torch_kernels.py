@@ -16,22 +16,26 @@ Anything else (gradients, other dtypes or devices) takes Keras' own `matmul`.
 
 Layers quantized with `quantize("int8")` keep Keras' int8 kernel and scale; for inference their
 projection runs FBGEMM's dynamic int8 linear on a packed copy of that kernel (Keras' own int8
-einsum is slower than fp32 here, FBGEMM about 6x faster). `install()` routes
-`keras_lm.layers.fast_ops` through here; models and layers never import torch.
+einsum is slower than fp32 here, FBGEMM about 6x faster). `keras_lm.backend.ops` picks these
+functions when the backend is torch; models and layers never import torch. Layers are reached
+through their public hooks (`Projection.stored_kernel`, `kernel_rows`, `finish`, ...).
 """
 
 import warnings
 import weakref
 
-import keras
-
-from keras_lm.layers import fast_ops
+import torch
+from keras.src.backend import core as _backend_core
+from keras.src.backend import numpy as _backend_numpy
 
 # Below this many kernel elements (~1 MB) the plain matmul is as fast.
 _MIN_SPLIT_ELEMENTS = 1 << 18
 
-_keras_matmul = None
-_torch = None
+_keras_matmul = _backend_numpy.matmul
+_torch = torch
+# oneDNN's linear (and so every fast float path here) is available in this torch build.
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
+                                                          "_linear_pointwise")
 
 
 def _one_row(row, kernel):
@@ -126,23 +130,23 @@ def joint_projection(layers, inputs):
     torch = _torch
     if torch.is_grad_enabled() or inputs.dtype is not torch.float32 or not inputs.is_cpu:
         return None
-    rows = layers[0]._kernel_rows
+    rows = layers[0].kernel_rows
     for layer in layers:
         if (
             layer.dtype_policy.quantization_mode is not None
             or getattr(layer, "lora_enabled", False)
-            or layer._kernel_rows != rows
+            or layer.kernel_rows != rows
         ):
             return None
-    kernels = [layer._kernel.value for layer in layers]
+    kernels = [layer.stored_kernel.value for layer in layers]
     combined = _side_by_side(kernels, rows)
     if combined is None:
         return None
-    leading = inputs.shape[: inputs.ndim - layers[0]._num_contracted]
+    leading = inputs.shape[: inputs.ndim - layers[0].contracted_axes]
     out = matmul(inputs.reshape(-1, rows), combined)
     pieces = out.split([kernel.numel() // rows for kernel in kernels], dim=-1)
     return [
-        layer._finish(piece.reshape(*leading, *layer._kernel_out_shape))
+        layer.finish(piece.reshape(*leading, *layer.kernel_out_shape))
         for layer, piece in zip(layers, pieces, strict=True)
     ]
 
@@ -207,12 +211,13 @@ _packed = weakref.WeakKeyDictionary()  # layer -> (weights' identity and version
 
 def int8_projection(layer, inputs, kernel=None, scale=None):
     """`inputs [..., K] @ dequantized kernel [K, N]` for an int8 layer, or None when this path
-    does not apply. `kernel`/`scale` default to a `Projection`'s `_kernel`/`kernel_scale`."""
+    does not apply. `kernel`/`scale` default to a `Projection`'s `stored_kernel`/`kernel_scale`.
+    """
     torch = _torch
     if torch.is_grad_enabled() or inputs.dtype is not torch.float32 or not inputs.is_cpu:
         return None
     if kernel is None:
-        kernel, scale = layer._kernel.value, layer.kernel_scale.value
+        kernel, scale = layer.stored_kernel.value, layer.kernel_scale.value
     key = (kernel.data_ptr(), kernel._version, scale.data_ptr(), scale._version)
     entry = _packed.get(layer)
     if entry is None or entry[0] != key:
@@ -244,21 +249,23 @@ def _pack_int8(torch, kernel, scale):
         return None
 
 
-def install() -> bool:
-    """Route `fast_ops.matmul` through `matmul` when the backend is torch with oneDNN."""
-    global _keras_matmul, _torch
-    if keras.backend.backend() != "torch":
-        return False
-    import torch
+def write_cache(cache, start, update):
+    """Write `update` into `cache` at `[:, start:start + len]` (`[start:start + len]` for a
+    cache of rank 2) and return the cache.
 
-    _torch = torch
-    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn,
-                                                                "_linear_pointwise"):
-        return False
+    In place (generation runs under no_grad and never reuses the old cache): a functional
+    `slice_update` would copy the whole cache every step. `index_copy_` with a tensor of
+    slots keeps a tensor `start` symbolic when `TracedStep` records the step.
+    """
+    update = _backend_core.cast(update, cache.dtype)
+    if cache.requires_grad or not cache.is_contiguous():
+        origin = (start, 0) if cache.dim() == 2 else (0, start, 0)
+        return _backend_core.slice_update(cache, origin, update)
+    axis = cache.dim() - 2
+    slots = torch.arange(update.shape[axis], device=cache.device) + start
+    cache.index_copy_(axis, slots, update)
+    return cache
+
+
+if ONEDNN:
     _register_linear_rows(torch)
-    if _keras_matmul is None:
-        _keras_matmul = fast_ops.matmul
-    fast_ops.matmul = matmul
-    fast_ops.int8_projection = int8_projection
-    fast_ops.joint_projection = joint_projection
-    return True
