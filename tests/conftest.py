@@ -100,6 +100,30 @@ def hf_gpt2(tmp_path_factory, bpe_assets):
     return str(path), model
 
 
+@pytest.fixture(scope="session")
+def family_lms():
+    """`family_lms(family)`: that family's tiny CausalLM, built once per session."""
+    built = {}
+
+    def get(family):
+        key = family.lm_cls.__name__
+        if key not in built:
+            keras.utils.set_random_seed(0)
+            built[key] = family.lm_cls(backbone=family.backbone_cls(**family.args))
+        return built[key]
+
+    return get
+
+
+PRIMARY_BACKEND = "jax"
+
+
+def parity_matrix(configs: list) -> list:
+    """Every config on the primary backend; the first (default) one elsewhere, so each family
+    is still checked against `transformers` on every backend without repeating the matrix."""
+    return list(configs) if BACKEND == PRIMARY_BACKEND else list(configs[:1])
+
+
 def random_ids(batch, length, vocab, seed=0):
     return np.random.default_rng(seed).integers(1, vocab, size=(batch, length)).astype("int32")
 

@@ -5,59 +5,33 @@ import numpy as np
 import pytest
 
 import keras_lm
+from tests import families
 from tests.conftest import random_ids
 
 pytestmark = pytest.mark.tensorflow
 
-VOCAB = 40
+VOCAB = families.VOCAB
 
 
-def gpt2_case():
-    return keras_lm.models.GPT2Backbone, keras_lm.models.GPT2CausalLM, dict(
-        vocabulary_size=VOCAB, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=24,
-        max_sequence_length=96,
-    ), dict(dropout=0.25, max_sequence_length=80, intermediate_dim=20, num_heads=4)
-
-
-def llama_case():
-    return keras_lm.models.LlamaBackbone, keras_lm.models.LlamaCausalLM, dict(
-        vocabulary_size=VOCAB, num_layers=2, num_query_heads=4, num_key_value_heads=2,
-        hidden_dim=16, intermediate_dim=24,
-    ), dict(dropout=0.25, tie_word_embeddings=True, rope_max_wavelength=500.0,
-            layer_norm_epsilon=1e-5, rope_frequency_adjustment_factor=8.0,
-            rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
-            rope_pretraining_sequence_length=64)
-
-
-def gemma3_case():
-    return keras_lm.models.Gemma3Backbone, keras_lm.models.Gemma3CausalLM, dict(
-        vocabulary_size=VOCAB, num_layers=3, num_query_heads=4, num_key_value_heads=1,
-        hidden_dim=16, intermediate_dim=24, head_dim=8, use_post_ffw_norm=True,
-        use_post_attention_norm=True, use_sliding_window_attention=True, sliding_window_size=4,
-        sliding_window_pattern=3,
-    ), dict(dropout=0.25, tie_word_embeddings=False, query_head_dim_normalize=False,
-            final_logit_soft_cap=30.0, attention_logit_soft_cap=50.0, global_rope_wavelength=5e4,
-            local_rope_scaling_factor=2.0, global_rope_scaling_factor=8.0, sliding_window_size=6)
-
-
-FAMILIES = {"gpt2": gpt2_case, "llama": llama_case, "gemma3": gemma3_case}
-
-
-@pytest.fixture(params=sorted(FAMILIES))
+@pytest.fixture(params=sorted(families.FAMILIES))
 def family(request):
     keras.utils.set_random_seed(0)
-    backbone_cls, lm_cls, args, non_default = FAMILIES[request.param]()
-    return backbone_cls, lm_cls, args, non_default
+    return families.family(request.param)
 
 
-def test_shapes_and_dtypes(family):
-    backbone_cls, lm_cls, args, _ = family
-    backbone = backbone_cls(**args)
+@pytest.fixture
+def shared_lm(family, family_lms):
+    """The family's tiny model, built once per test session (its compiled generation functions
+    are reused across tests): for tests that do not change it."""
+    return family_lms(family)
+
+
+def test_shapes_and_dtypes(family, shared_lm):
+    lm = shared_lm
     ids = random_ids(2, 7, VOCAB)
-    hidden = backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)})
-    assert tuple(hidden.shape) == (2, 7, args["hidden_dim"])
+    hidden = lm.backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+    assert tuple(hidden.shape) == (2, 7, family.args["hidden_dim"])
     assert keras.backend.standardize_dtype(hidden.dtype) == "float32"
-    lm = lm_cls(backbone=backbone)
     logits = lm({"token_ids": ids, "padding_mask": np.ones_like(ids)})
     assert tuple(logits.shape) == (2, 7, VOCAB)
 
@@ -91,9 +65,8 @@ def test_a_backbone_built_for_loading_draws_nothing_at_random(family):
     assert len(backbone.weights) > 4 * args["num_layers"]
 
 
-def test_cached_decoding_equals_full_forward(family):
-    backbone_cls, lm_cls, args, _ = family
-    lm = lm_cls(backbone=backbone_cls(**args))
+def test_cached_decoding_equals_full_forward(shared_lm):
+    lm = shared_lm
     ids = random_ids(2, 10, VOCAB)
     full = keras.ops.convert_to_numpy(lm.score(ids))
     engine = lm._engine
@@ -121,9 +94,8 @@ def test_config_round_trip_with_non_default_values(family):
     assert rebuilt.count_params() == backbone.count_params()
 
 
-def test_save_and_load_gives_identical_outputs(family, tmp_path):
-    backbone_cls, lm_cls, args, _ = family
-    lm = lm_cls(backbone=backbone_cls(**args))
+def test_save_and_load_gives_identical_outputs(family, shared_lm, tmp_path):
+    lm, lm_cls = shared_lm, family.lm_cls
     ids = random_ids(1, 5, VOCAB)
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
     lm.save_to_preset(str(tmp_path / "p"))
@@ -134,10 +106,9 @@ def test_save_and_load_gives_identical_outputs(family, tmp_path):
     )
 
 
-def test_generate_does_not_recompile(family):
+def test_generate_does_not_recompile(shared_lm):
     """JAX/TF compile, torch records its decode step with TorchScript: once per shape."""
-    backbone_cls, lm_cls, args, _ = family
-    lm = lm_cls(backbone=backbone_cls(**args))
+    lm = shared_lm
     lm.compile(sampler="greedy")
 
     def prompt(n, seed):
@@ -155,9 +126,8 @@ def test_generate_does_not_recompile(family):
     assert lm._engine.trace_count() == traces
 
 
-def test_ragged_batch_equals_one_by_one(family):
-    backbone_cls, lm_cls, args, _ = family
-    lm = lm_cls(backbone=backbone_cls(**args))
+def test_ragged_batch_equals_one_by_one(shared_lm):
+    lm = shared_lm
     lm.compile(sampler="greedy")
     lengths = (2, 9, 5)
     width = 30

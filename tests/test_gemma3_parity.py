@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import keras_lm
-from tests.conftest import assert_greedy_matches_transformers, random_ids
+from tests.conftest import assert_greedy_matches_transformers, parity_matrix, random_ids
 
 pytestmark = pytest.mark.tensorflow
 
@@ -35,14 +35,14 @@ def save_hf_gemma3(path, seed=0, **config):
     return model
 
 
-@pytest.mark.parametrize("config", [
+@pytest.mark.parametrize("config", parity_matrix([
     {},
     {"query_pre_attn_scalar": 24, "final_logit_softcapping": 3.0, "attn_logit_softcapping": 2.0,
      "tie_word_embeddings": False},
     {"rope_parameters": {
         "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
         "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 50000.0}}},
-])
+]))
 def test_logits_and_greedy_match_transformers(tmp_path, config):
     reference = save_hf_gemma3(tmp_path, **config)
     backbone = keras_lm.models.Backbone.from_preset(str(tmp_path))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import keras_lm
-from tests.conftest import assert_greedy_matches_transformers, random_ids
+from tests.conftest import assert_greedy_matches_transformers, parity_matrix, random_ids
 
 pytestmark = pytest.mark.tensorflow
 
@@ -23,12 +23,12 @@ def save_hf_llama(path, seed=0, **config):
     return model
 
 
-@pytest.mark.parametrize("config", [
+@pytest.mark.parametrize("config", parity_matrix([
     {},
     {"tie_word_embeddings": True},
     {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 32}},
-])
+]))
 def test_logits_and_greedy_match_transformers(tmp_path, config):
     reference = save_hf_llama(tmp_path, **config)
     backbone = keras_lm.models.Backbone.from_preset(str(tmp_path))

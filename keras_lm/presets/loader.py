@@ -145,7 +145,13 @@ def count_h5_tensors(path: str) -> int:
 
 def reader_for(path: str):
     if os.path.isdir(path):
-        safe_write.recover(path)  # a save that a killed process left half done
+        try:
+            safe_write.recover(path)  # a save that a killed process left half done
+        except OSError as error:
+            raise ValueError(
+                f"{path} holds a save that was interrupted, and its previous files could not "
+                f"be restored ({error}); they are in the hidden folder next to it."
+            ) from None
         config_path = os.path.join(path, native.CONFIG_FILE)
         if os.path.isfile(config_path):
             config = read_json(config_path)

@@ -51,11 +51,12 @@ def discard(folder: str) -> None:
 
 def _leftovers(destination: str, kind: str) -> list[str]:
     parent, name = os.path.split(destination)
-    if not os.path.isdir(parent):
+    try:
+        entries = sorted(os.listdir(parent))
+    except OSError:  # no parent, or one we may not list: nothing of ours can be there
         return []
     prefix = f".{name}.{kind}"
-    return [os.path.join(parent, entry) for entry in sorted(os.listdir(parent))
-            if entry.startswith(prefix)]
+    return [os.path.join(parent, entry) for entry in entries if entry.startswith(prefix)]
 
 
 def recover(destination: str) -> bool:
