@@ -155,6 +155,7 @@ KILLED_SAVE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a second process; the saving logic is the same on every backend
 def test_a_killed_save_leaves_the_old_preset_loadable(two_models, tmp_path):
     first, second = two_models
     source, target = tmp_path / "source", tmp_path / "preset"

@@ -88,6 +88,7 @@ def test_fit_examples(preset):
     assert np.isfinite(history.history["loss"]).all() and history.history["loss"][0] > 0
 
 
+@pytest.mark.slow  # a 50,265-token vocabulary: the page's sizes, trained for one step
 def test_custom_backbone_and_vocabulary_example():
     features = ["a quick fox.", "a fox quick."]
     vocab = {"<|endoftext|>": 0, "a": 4, "Ġquick": 5, "Ġfox": 6}

@@ -128,8 +128,8 @@ def save_preset(obj, preset_dir: str, overwrite: bool = False) -> None:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise ValueError(
             f"{preset_dir} already holds files that are not part of a preset ({shown}). "
-            "Save into an empty or new folder, or pass `overwrite=True` to write the preset "
-            "files next to them (they are left untouched)."
+            "Save into an empty or new folder, or pass `overwrite=True` (`--overwrite` on the "
+            "command line) to write the preset files next to them (they are left untouched)."
         )
     parent = os.path.dirname(preset_dir)
     try:
