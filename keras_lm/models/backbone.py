@@ -4,7 +4,7 @@ import warnings
 
 import keras
 
-from keras_lm.models.preset_mixin import PresetMixin
+from keras_lm.presets.mixin import PresetMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_lm import checks
-from keras_lm.models.preset_mixin import PresetMixin
+from keras_lm.presets.mixin import PresetMixin
 
 
 def is_raw_text(x) -> bool:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from keras_lm.checks import utf8_text
-from keras_lm.models.preset_mixin import PresetMixin
+from keras_lm.presets.mixin import PresetMixin
 
 
 def to_python_strings(inputs, name: str = "inputs"):
