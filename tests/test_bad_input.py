@@ -379,3 +379,11 @@ def test_a_tokenizer_json_that_is_not_json_is_named(hf_gpt2, tmp_path):
     _write(os.path.join(folder, "tokenizer.json"), "{broken")
     with pytest.raises(ValueError, match="tokenizer.json"):
         keras_lm.models.CausalLM.from_preset(folder)
+
+
+def test_detokenize_rejects_ids_outside_the_vocabulary(gpt2_tokenizer):
+    with pytest.raises(ValueError, match="token id 421, outside the vocabulary"):
+        gpt2_tokenizer.detokenize([5, 421])
+    with pytest.raises(ValueError, match="token id -1"):
+        gpt2_tokenizer.detokenize([[5, -1]])
+    assert gpt2_tokenizer.detokenize([5, 6]) == gpt2_tokenizer.detokenize(np.array([5, 6]))

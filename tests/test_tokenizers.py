@@ -39,6 +39,7 @@ def test_seed_example_vocabulary():
     tok = keras_lm.models.GPT2Tokenizer(vocabulary=vocab, merges=merges)
     assert tok("a quick fox").tolist() == [4, 5, 6]
     assert tok.detokenize([4, 5, 6]) == "a quick fox"
+    assert tok.vocabulary_size() == 4 and tok.id_limit() == 7  # sparse ids: 0, 4, 5, 6
 
 
 def test_add_prefix_space_and_sequence_length(bpe_assets):

@@ -242,9 +242,9 @@ class CausalLM(Task):
             logits_processors, vocabulary_size=vocabulary,
         )
         tokenizer = getattr(self.preprocessor, "tokenizer", None)
-        if tokenizer is not None and tokenizer.vocabulary_size() < vocabulary:
+        if tokenizer is not None and tokenizer.id_limit() < vocabulary:
             # Padded embedding rows (real checkpoints round the vocabulary up) have no text.
-            processors.insert(0, VocabularyLimit(tokenizer.vocabulary_size()))
+            processors.insert(0, VocabularyLimit(tokenizer.id_limit()))
         return processors
 
     def _check_position_budget(self, total_lengths):
@@ -379,12 +379,13 @@ def _check_vocabularies(backbone, preprocessor) -> None:
     tokenizer = getattr(preprocessor, "tokenizer", None)
     if tokenizer is None:
         return
-    size = tokenizer.vocabulary_size()
-    if size > backbone.vocabulary_size:
+    limit = tokenizer.id_limit()
+    if limit > backbone.vocabulary_size:
         raise ValueError(
-            f"The tokenizer has {size} tokens but the model's vocabulary has only "
-            f"{backbone.vocabulary_size}: ids past {backbone.vocabulary_size - 1} would index "
-            "outside the embedding. Use the tokenizer that belongs to this model."
+            f"The tokenizer has {tokenizer.vocabulary_size()} tokens (ids up to {limit - 1}) "
+            f"but the model's vocabulary has only {backbone.vocabulary_size}: ids past "
+            f"{backbone.vocabulary_size - 1} would index outside the embedding. Use the "
+            "tokenizer that belongs to this model."
         )
 
 

@@ -145,6 +145,10 @@ class BytePairTokenizer(Tokenizer):
         self._require_vocabulary()
         return len(self.vocabulary)
 
+    def id_limit(self) -> int:
+        self._require_vocabulary()
+        return max(self._id_to_token) + 1
+
     def get_vocabulary(self) -> list[str]:
         self._require_vocabulary()
         return [t for t, _ in sorted(self.vocabulary.items(), key=lambda kv: kv[1])]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_lm.checks import utf8_text
+from keras_lm.checks import token_id_array, utf8_text
 from keras_lm.presets.mixin import PresetMixin
 
 
@@ -143,11 +143,18 @@ class Tokenizer(PresetMixin):
     def detokenize(self, inputs):
         """Ids to text: one string for a 1-D input, a list of strings for a batch."""
         rows, batched = to_id_rows(inputs)
+        limit = self.id_limit()
+        for row in rows:
+            token_id_array(row, "inputs", limit)
         texts = [self._decode([int(i) for i in row]) for row in rows]
         return texts if batched else texts[0]
 
     def vocabulary_size(self) -> int:
         raise NotImplementedError
+
+    def id_limit(self) -> int:
+        """One past the largest token id (the vocabulary size when ids are dense)."""
+        return self.vocabulary_size()
 
     def get_vocabulary(self) -> list[str]:
         return [self.id_to_token(i) for i in range(self.vocabulary_size())]
