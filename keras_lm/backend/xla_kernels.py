@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import keras
 
-_jax = jax
 # layer -> (companion variable, weak reference to the kernel value it was made from)
 _companions = weakref.WeakKeyDictionary()
 
@@ -41,12 +40,10 @@ def _source_kernel(layer):
 
 
 def row_major_companions(backbone) -> list:
-    """Row-major int8 copies of the quantized kernels of `backbone` (empty off JAX or when
+    """Row-major int8 copies of the quantized kernels of `backbone` (empty when
     nothing is quantized), created on first use and refreshed when a kernel was reassigned.
     The generation engine passes them to its compiled functions with the model's variables.
     """
-    if _jax is None:
-        return []
     found = []
     for layer in backbone._flatten_layers():
         source = _source_kernel(layer)
@@ -55,7 +52,7 @@ def row_major_companions(backbone) -> list:
         kernel, k = source
         entry = _companions.get(layer)
         if entry is None or entry[1]() is not kernel:
-            rows = _jax.numpy.transpose(_jax.numpy.reshape(kernel, (k, -1)))
+            rows = jax.numpy.transpose(jax.numpy.reshape(kernel, (k, -1)))
             if entry is None:
                 # Not an attribute of the layer: it must not join its weights or presets.
                 variable = keras.Variable(rows, dtype="int8", trainable=False,
@@ -89,7 +86,7 @@ def int8_projection(layer, inputs, kernel=None, scale=None):
         if quantize is None:
             return None
         kernel, scale = layer.stored_kernel.value, layer.kernel_scale.value
-    lax = _jax.lax
+    lax = jax.lax
     shape = tuple(inputs.shape)
     k = shape[-1]
     rows = 1
@@ -97,7 +94,7 @@ def int8_projection(layer, inputs, kernel=None, scale=None):
         rows *= size
     quantized, input_scale = quantize(jnp.reshape(inputs, (rows, k)), axis=-1)
     if rows == 1:
-        quantized = _jax.numpy.pad(quantized, ((0, 1), (0, 0)))
+        quantized = jax.numpy.pad(quantized, ((0, 1), (0, 0)))
     row_major = _bound_companion(layer)
     head = getattr(layer, "row_major_head", None)
     if row_major is None and head is not None and head() is not None:

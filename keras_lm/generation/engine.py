@@ -97,6 +97,11 @@ def initial_state(logits, caches, width, lengths, done, processors, prompts):
     return state
 
 
+def stop_id_array(request: GenerationRequest) -> np.ndarray:
+    """The request's stop ids as int32 (`[-1]`, which no token matches, when there are none)."""
+    return np.array(list(request.stop_token_ids) or [-1], dtype=np.int32)
+
+
 def finished_rows(done, token, count, stop_ids, max_new):
     """Rows done after emitting `token` as their `count`-th new token."""
     stopped = ops.any(token[:, None] == stop_ids[None, :], axis=-1)
@@ -215,7 +220,7 @@ class GenerationEngine:
         capacity = cache_bucket(width + steps)
         logits, hidden, caches = self.run_prefill(sampler, token_ids, positions, left_pad,
                                                   capacity)
-        stop_ids = np.array(list(request.stop_token_ids) or [-1], np.int32)
+        stop_ids = stop_id_array(request)
         return SearchStart(width, left_pad, lengths, max_new, steps, capacity, logits, hidden,
                            caches, ops.convert_to_tensor(stop_ids))
 
@@ -324,7 +329,7 @@ class GenerationEngine:
         # Room for the first INITIAL_STEPS steps at once: each growth compiles the chunk for a
         # new cache shape (~1 s on GPT-2), while idle slots cost little at this size.
         capacity = cache_bucket(width + min(max(chunk_size, INITIAL_STEPS), total_steps))
-        stop_ids = np.array(list(request.stop_token_ids) or [-1], dtype=np.int32)
+        stop_ids = stop_id_array(request)
         processors = list(request.processors)
         kind, builder = "chunk", self._build_chunk
         if not request.log_probs:
