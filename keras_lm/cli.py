@@ -20,8 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="Generate text from one or more prompts.")
     gen.add_argument("prompts", nargs="+", help="Prompt strings.")
     gen.add_argument("--preset", default=None,
-                     help="Preset name, kaggle:// or hf:// handle, or local folder. "
-                          "Default: a tiny random-weight demo model.")
+                     help="Preset name, kaggle:// or hf:// handle, local folder or .gguf "
+                          "file. Default: gemma3_270m (Gemma 3 270M, shipped on PyPI); "
+                          "`demo` is a tiny random-weight model.")
     gen.add_argument("--max-length", type=int, default=None)
     gen.add_argument("--max-new-tokens", type=int, default=None)
     gen.add_argument("--sampler", default=None,
@@ -128,13 +129,12 @@ def _convert(args, keras_lm) -> int:
 
 
 def _generate(args, keras_lm) -> int:
-    preset = args.preset
-    if preset is None:
-        from keras_lm.demo import build_demo_preset
+    from keras_lm.presets.builtin import DEFAULT_PRESET
 
-        preset = build_demo_preset()
-        print("Using the built-in demo model (tiny, random weights: the text is noise). "
-              "Pass --preset for a real checkpoint.", file=sys.stderr)
+    preset = args.preset or DEFAULT_PRESET
+    if preset == "demo":
+        print("Using the demo model (tiny, random weights: the text is noise).",
+              file=sys.stderr)
     kwargs = {"dtype": args.dtype} if args.dtype else {}
     start = time.perf_counter()
     lm = keras_lm.models.CausalLM.from_preset(preset, **kwargs)

@@ -12,7 +12,7 @@ def test_generate_from_a_preset(gpt2_preset, capsys):
 
 
 def test_generate_with_the_demo_model(capsys):
-    assert main(["generate", "keras is", "--max-new-tokens", "4"]) == 0
+    assert main(["generate", "keras is", "--preset", "demo", "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out.startswith("keras is")
 
 

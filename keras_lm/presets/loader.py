@@ -163,10 +163,29 @@ def reader_for(path: str):
                 return NativeReader(path)
         if os.path.isfile(os.path.join(path, native.TOKENIZER_FILE)):
             return NativeReader(path)
+        from keras_lm.presets.gguf_reader import find_gguf
+
+        gguf_path = find_gguf(path)
+        if gguf_path is not None:
+            return _gguf_reader(gguf_path)
         raise ValueError(
-            f"{path} is not a preset folder: no config.json (native or Hugging Face) found."
+            f"{path} is not a preset folder: no config.json (native or Hugging Face) and no "
+            ".gguf file found."
         )
-    raise ValueError(f"Unsupported preset file: {path}")
+    if is_gguf_file(path):
+        return _gguf_reader(path)
+    raise ValueError(f"Unsupported preset file: {path} (a preset is a folder or a .gguf file).")
+
+
+def is_gguf_file(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF" or path.endswith(".gguf")
+
+
+def _gguf_reader(path: str):
+    from keras_lm.presets.gguf_reader import GGUFReader
+
+    return GGUFReader(path)
 
 
 def _split_backbone_kwargs(backbone_cls, kwargs):

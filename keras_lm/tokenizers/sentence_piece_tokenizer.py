@@ -2,6 +2,7 @@
 
 import base64
 import os
+import re
 
 import keras
 
@@ -13,6 +14,10 @@ PROTO_FILE = "vocabulary.spm"
 @keras.saving.register_keras_serializable(package="keras_lm")
 class SentencePieceTokenizer(Tokenizer):
     """A SentencePiece model given as a file path or the serialized proto bytes.
+
+    `special_tokens_in_strings=True` (KerasHub's argument) turns control tokens written in the
+    text, such as `<start_of_turn>`, into their ids, as `transformers` does; by default they
+    are plain text.
 
     Example:
     >>> tok = SentencePieceTokenizer(proto="tokenizer.model")  # doctest: +SKIP
@@ -27,12 +32,15 @@ class SentencePieceTokenizer(Tokenizer):
         proto=None,
         sequence_length: int | None = None,
         dtype: str = "int32",
+        special_tokens_in_strings: bool = False,
         name=None,
         **kwargs,
     ):
         super().__init__(sequence_length=sequence_length, dtype=dtype, name=name)
         if kwargs:
             raise TypeError(f"Unexpected arguments for {type(self).__name__}: {sorted(kwargs)}")
+        self.special_tokens_in_strings = bool(special_tokens_in_strings)
+        self._control_pattern = None
         self.proto = None
         if proto is not None:
             self.set_proto(proto)
@@ -56,6 +64,7 @@ class SentencePieceTokenizer(Tokenizer):
             raise ValueError(f"`proto` is not a valid SentencePiece model: {error}") from error
         self.proto = bytes(proto)
         self._processor = processor
+        self._control_pattern = None
         self._bind_special_tokens()
 
     def _require_proto(self):
@@ -66,7 +75,25 @@ class SentencePieceTokenizer(Tokenizer):
 
     def _encode(self, strings):
         self._require_proto()
-        return self._processor.EncodeAsIds(strings)
+        if not self.special_tokens_in_strings:
+            return self._processor.EncodeAsIds(strings)
+        return [self._encode_with_control_tokens(text) for text in strings]
+
+    def _encode_with_control_tokens(self, text: str) -> list[int]:
+        if self._control_pattern is None:
+            processor = self._processor
+            pieces = [processor.IdToPiece(i) for i in range(processor.GetPieceSize())
+                      if processor.IsControl(i) and processor.IdToPiece(i)]
+            pieces.sort(key=len, reverse=True)  # the longest match wins
+            self._control_pattern = re.compile("(" + "|".join(map(re.escape, pieces)) + ")") \
+                if pieces else re.compile("(?!)")
+        ids = []
+        for index, part in enumerate(self._control_pattern.split(text)):
+            if index % 2:
+                ids.append(self._processor.PieceToId(part))
+            elif part:
+                ids.extend(self._processor.EncodeAsIds(part))
+        return ids
 
     def _decode(self, ids):
         self._require_proto()
@@ -93,7 +120,7 @@ class SentencePieceTokenizer(Tokenizer):
     def get_config(self) -> dict:
         config = super().get_config()
         proto = None if self.proto is None else "base64:" + base64.b64encode(self.proto).decode()
-        config.update(proto=proto)
+        config.update(proto=proto, special_tokens_in_strings=self.special_tokens_in_strings)
         return config
 
     def asset_config_keys(self) -> tuple:

@@ -1,0 +1,276 @@
+"""GGUF files: tiny models written at test time the way llama.cpp writes them, loaded by us and
+by `transformers` (`gguf_file=`, float32) as the reference."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import keras_lm
+from tests.conftest import assert_greedy_matches_transformers, random_ids, sentencepiece_proto
+from tests.gguf_files import (
+    gemma3_gguf_tensors,
+    gpt2_gguf_tensors,
+    llama_gguf_tensors,
+    sentencepiece_metadata,
+    write_gguf,
+)
+
+pytest.importorskip("gguf")
+pytest.importorskip("accelerate")  # transformers needs it to read GGUF files
+
+VOCAB = 64
+
+
+def _sp_proto():
+    return sentencepiece_proto(vocab_size=40, eos="<eos>", bos="<bos>",
+                               user_defined=("<start_of_turn>", "<end_of_turn>"))
+
+
+def _reference(path):
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+
+
+def _assert_logits_match(lm, reference, vocab, atol=1e-4):
+    ids = random_ids(2, 20, vocab)
+    ours = np.asarray(lm.predict({"token_ids": ids, "padding_mask": np.ones_like(ids)},
+                                 verbose=0))
+    with torch.no_grad():
+        expected = reference(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+    np.testing.assert_allclose(ours, expected, atol=atol)
+
+
+def write_gemma3(path, types=None, tie=True, seed=0):
+    import transformers
+
+    torch.manual_seed(seed)
+    # head_dim 256: transformers reads no query scale from GGUF and assumes 256.
+    config = transformers.Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=256, intermediate_size=256, num_hidden_layers=6,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=256, sliding_window=4,
+        max_position_embeddings=128, tie_word_embeddings=tie)
+    model = transformers.Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "norm" in name:
+                parameter.normal_(0.0, 0.5)
+    metadata = {
+        "context_length": 128, "embedding_length": 256, "block_count": 6,
+        "feed_forward_length": 256, "attention.head_count": 2, "attention.head_count_kv": 1,
+        "attention.key_length": 256, "attention.value_length": 256,
+        "attention.layer_norm_rms_epsilon": 1e-6, "rope.freq_base": 1_000_000.0,
+        "attention.sliding_window": 4, **sentencepiece_metadata(_sp_proto(), size=VOCAB),
+    }
+    write_gguf(path, "gemma3", metadata, gemma3_gguf_tensors(model), types)
+    return model
+
+
+MIXED_GEMMA3_TYPES = {
+    "token_embd.weight": "Q8_0", "blk.0.attn_q.weight": "Q4_K", "blk.0.attn_k.weight": "Q5_K",
+    "blk.0.attn_v.weight": "Q6_K", "blk.0.attn_output.weight": "Q5_0",
+    "blk.0.ffn_gate.weight": "Q4_0", "blk.0.ffn_up.weight": "F16",
+    "blk.0.ffn_down.weight": "BF16", "blk.1.attn_q.weight": "Q8_0",
+    "blk.5.ffn_down.weight": "Q6_K",
+}
+
+
+@pytest.mark.parametrize("types", [None, MIXED_GEMMA3_TYPES], ids=["f32", "quantized"])
+def test_gemma3_gguf_matches_transformers(tmp_path, types):
+    path = tmp_path / "tiny-gemma3.gguf"
+    write_gemma3(path, types)
+    reference = _reference(path)
+    lm = keras_lm.models.CausalLM.from_preset(str(path))
+    assert isinstance(lm, keras_lm.models.Gemma3CausalLM)
+    assert lm.backbone.tie_word_embeddings and lm.backbone.num_layers == 6
+    _assert_logits_match(lm, reference, VOCAB)
+    prompts = [random_ids(1, n, VOCAB, seed=n)[0] for n in (3, 7)]  # past the window of 4
+    assert_greedy_matches_transformers(lm, reference, prompts, width=12)
+
+
+def test_gemma3_gguf_tokenizer_matches_transformers(tmp_path):
+    import sentencepiece
+    import transformers
+
+    proto = sentencepiece_bpe_proto()
+    path = tmp_path / "tok.gguf"
+    metadata = {"context_length": 128, "embedding_length": 256, "block_count": 1,
+                "feed_forward_length": 256, "attention.head_count": 1,
+                "attention.key_length": 256, "attention.layer_norm_rms_epsilon": 1e-6,
+                **sentencepiece_metadata(proto)}
+    size = len(metadata["tokenizer.ggml.tokens"])
+    write_gguf(path, "gemma3", metadata, {"token_embd.weight": np.zeros((size, 256))})
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
+    original = sentencepiece.SentencePieceProcessor()
+    original.LoadFromSerializedProto(proto)
+    ours = keras_lm.models.Gemma3Tokenizer.from_preset(str(path))
+    for text in HARD_STRINGS:
+        expected = reference(text, add_special_tokens=False)["input_ids"]
+        assert ours(text).tolist() == expected == original.EncodeAsIds(text), text
+        assert ours.detokenize(expected) == reference.decode(expected)
+    preprocessor = keras_lm.models.Gemma3CausalLMPreprocessor.from_preset(str(path))
+    assert preprocessor.add_start_token  # tokenizer.ggml.add_bos_token
+
+
+HARD_STRINGS = [
+    "the quick brown fox", "  two leading spaces", "trailing   ", "tabs\tand\nnewlines\n\n",
+    "digits 1234567890", "東京 and 😀 emoji", "naïve café", "<start_of_turn>user hi",
+    "x" * 30, " ", "", "a  b   c    d", "\u200b zero width", "\x00",
+]
+
+
+def sentencepiece_bpe_proto() -> bytes:
+    """A tiny SentencePiece BPE model with byte fallback and user-defined pieces, like
+    Gemma's (which is what GGUF's 'llama' tokenizer model describes)."""
+    import io
+
+    import sentencepiece
+
+    from tests.conftest import SPM_SENTENCES
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SPM_SENTENCES * 4 + ["digits 0123456789 spaces"]),
+        model_writer=model, vocab_size=340, model_type="bpe", byte_fallback=True,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+        bos_piece="<bos>", unk_piece="<unk>", split_digits=True,
+        user_defined_symbols="<start_of_turn>,<end_of_turn>", add_dummy_prefix=False,
+        normalization_rule_name="identity", remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+    )
+    return model.getvalue()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_llama_gguf_undoes_the_qk_permutation(tmp_path, tie):
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        tie_word_embeddings=tie, rope_theta=10000.0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    proto = sentencepiece_proto(vocab_size=40)
+    metadata = {"context_length": 128, "embedding_length": 64, "block_count": 2,
+                "feed_forward_length": 96, "attention.head_count": 4,
+                "attention.head_count_kv": 2, "rope.dimension_count": 16,
+                "attention.layer_norm_rms_epsilon": 1e-6, "rope.freq_base": 10000.0,
+                **sentencepiece_metadata(proto, add_space_prefix=True, size=VOCAB)}
+    path = tmp_path / "tiny-llama.gguf"
+    write_gguf(path, "llama", metadata, llama_gguf_tensors(model),
+               {"blk.0.attn_q.weight": "Q8_0", "blk.1.attn_k.weight": "Q8_0"})
+    lm = keras_lm.models.CausalLM.from_preset(str(path))
+    assert isinstance(lm, keras_lm.models.LlamaCausalLM)
+    assert lm.backbone.tie_word_embeddings == tie
+    _assert_logits_match(lm, _reference(path), VOCAB)
+
+
+def test_gpt2_gguf_matches_transformers(tmp_path):
+    import transformers
+
+    from keras_lm.demo import DEMO_WORDS, byte_level_vocabulary
+
+    vocab, merges = byte_level_vocabulary(DEMO_WORDS)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=2, n_head=4)).eval()
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    metadata = {"context_length": 1024, "embedding_length": 32, "block_count": 2,
+                "feed_forward_length": 128, "attention.head_count": 4,
+                "attention.layer_norm_epsilon": 1e-5, "tokenizer.ggml.model": "gpt2",
+                "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.merges": merges,
+                "tokenizer.ggml.token_type": [3] + [1] * (len(tokens) - 1),
+                "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 0}
+    path = tmp_path / "tiny-gpt2.gguf"
+    write_gguf(path, "gpt2", metadata, gpt2_gguf_tensors(model))
+    lm = keras_lm.models.CausalLM.from_preset(str(path))
+    assert isinstance(lm, keras_lm.models.GPT2CausalLM)
+    _assert_logits_match(lm, _reference(path), len(vocab))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
+    for text in ("the quick brown fox", "keras  is\na deep-learning library!", " ü"):
+        expected = reference(text, add_special_tokens=False)["input_ids"]
+        assert lm.preprocessor.tokenizer(text).tolist() == expected
+
+
+def test_a_folder_holding_one_gguf_and_save_round_trip(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    write_gemma3(folder / "m.gguf", {"token_embd.weight": "Q8_0"})
+    lm = keras_lm.models.CausalLM.from_preset(str(folder))
+    lm.save_to_preset(str(tmp_path / "native"))
+    again = keras_lm.models.CausalLM.from_preset(str(tmp_path / "native"))
+    ids = random_ids(1, 9, VOCAB)
+    batch = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    np.testing.assert_array_equal(np.asarray(lm.predict(batch, verbose=0)),
+                                  np.asarray(again.predict(batch, verbose=0)))
+    assert again.preprocessor.tokenizer("hello world").tolist() == \
+        lm.preprocessor.tokenizer("hello world").tolist()
+
+
+# -- bad files: one clear error naming the file, before any model is returned --------------
+
+def _tiny(tmp_path, name="m.gguf", **kwargs):
+    path = tmp_path / name
+    write_gemma3(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("cut", [6, 200, -100])
+def test_truncated_gguf_is_refused(tmp_path, cut):
+    path = _tiny(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:cut])
+    with pytest.raises(ValueError, match="truncated|not a GGUF") as error:
+        keras_lm.models.CausalLM.from_preset(str(path))
+    assert str(path) in str(error.value)
+
+
+def test_not_a_gguf_file_is_refused(tmp_path):
+    path = tmp_path / "fake.gguf"
+    path.write_bytes(b"PK\x03\x04 definitely not gguf" * 4)
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        keras_lm.models.CausalLM.from_preset(str(path))
+
+
+def test_unknown_architecture_is_refused(tmp_path):
+    path = tmp_path / "mamba.gguf"
+    write_gguf(path, "mamba", {"block_count": 1}, {"token_embd.weight": np.zeros((4, 32))})
+    with pytest.raises(ValueError, match="architecture 'mamba' is not supported"):
+        keras_lm.models.CausalLM.from_preset(str(path))
+
+
+def test_unsupported_tensor_type_is_named(tmp_path):
+    import gguf
+
+    path = tmp_path / "q2k.gguf"
+    kind = gguf.GGMLQuantizationType.Q2_K  # written raw: a block type we do not load
+    block, size = gguf.GGML_QUANT_SIZES[kind]
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_uint32("gemma3.block_count", 1)
+    writer.add_tensor("token_embd.weight", np.zeros((VOCAB, 256 // block * size), np.uint8),
+                      raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match="Q2_K"):
+        keras_lm.models.CausalLM.from_preset(str(path))
+
+
+def test_missing_metadata_is_named(tmp_path):
+    path = tmp_path / "m.gguf"
+    metadata = {"block_count": 1, **sentencepiece_metadata(_sp_proto(), size=VOCAB)}
+    write_gguf(path, "gemma3", metadata, {"token_embd.weight": np.zeros((VOCAB, 32))})
+    with pytest.raises(ValueError, match="gemma3.attention.head_count"):
+        keras_lm.models.CausalLM.from_preset(str(path))
+
+
+def test_two_gguf_files_in_a_folder_are_ambiguous(tmp_path):
+    _tiny(tmp_path, "a.gguf")
+    _tiny(tmp_path, "b.gguf")
+    with pytest.raises(ValueError, match="several GGUF files"):
+        keras_lm.models.CausalLM.from_preset(str(tmp_path))
