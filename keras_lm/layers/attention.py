@@ -47,6 +47,7 @@ class CachedAttention(keras.layers.Layer):
         logit_soft_cap: float | None = None,
         query_scale: float | None = None,
         qk_norm_epsilon: float | None = None,
+        qk_norm_unit_offset: bool = True,
         dropout: float = 0.0,
         kernel_initializer="glorot_uniform",
         **kwargs,
@@ -70,6 +71,7 @@ class CachedAttention(keras.layers.Layer):
         self.logit_soft_cap = logit_soft_cap
         self.query_scale = query_scale if query_scale is not None else head_dim**-0.5
         self.qk_norm_epsilon = qk_norm_epsilon
+        self.qk_norm_unit_offset = qk_norm_unit_offset
         self.dropout = dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self._inverse_frequencies = None
@@ -105,11 +107,13 @@ class CachedAttention(keras.layers.Layer):
         self.query_norm = self.key_norm = None
         if self.qk_norm_epsilon is not None:
             self.query_norm = Normalization(
-                "rms", self.qk_norm_epsilon, unit_offset=True, dtype=self.dtype_policy,
+                "rms", self.qk_norm_epsilon, unit_offset=self.qk_norm_unit_offset,
+                dtype=self.dtype_policy,
                 name="query_norm",
             )
             self.key_norm = Normalization(
-                "rms", self.qk_norm_epsilon, unit_offset=True, dtype=self.dtype_policy,
+                "rms", self.qk_norm_epsilon, unit_offset=self.qk_norm_unit_offset,
+                dtype=self.dtype_policy,
                 name="key_norm",
             )
             self.query_norm.build((None, None, n, h))
@@ -205,6 +209,7 @@ class CachedAttention(keras.layers.Layer):
             logit_soft_cap=self.logit_soft_cap,
             query_scale=self.query_scale,
             qk_norm_epsilon=self.qk_norm_epsilon,
+            qk_norm_unit_offset=self.qk_norm_unit_offset,
             dropout=self.dropout,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )

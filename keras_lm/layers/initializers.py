@@ -35,6 +35,15 @@ def weights_to_be_loaded():
         _state.skip_random = previous
 
 
+class LazyZeros(keras.initializers.Initializer):
+    """Zeros that take no memory until written (`backend.host_arrays.lazy_zeros`)."""
+
+    def __call__(self, shape, dtype=None):
+        from keras_lm.backend.host_arrays import lazy_zeros
+
+        return lazy_zeros(shape, dtype or "float32")
+
+
 def fresh_initializer(initializer):
     """A new instance of `initializer` with its own seed (unchanged when it was seeded).
 
@@ -48,5 +57,5 @@ def fresh_initializer(initializer):
     if initializer is None:
         return None
     if getattr(_state, "skip_random", False):
-        return keras.initializers.Zeros()
+        return LazyZeros()
     return initializer.__class__.from_config(initializer.get_config())

@@ -1,4 +1,13 @@
-"""`DecoderBackbone`: the one embed → blocks → norm forward path every family shares."""
+"""`DecoderBackbone`: the one embed → blocks → norm forward path every family shares.
+
+A family is a frozen dataclass of its public (KerasHub) arguments with a method
+`decoder_options()` mapping them to `DecoderOptions`; `DecoderBackbone` subclasses name it as
+`arguments`, and get `__init__`, attributes, `get_config` and the signature `help()` shows from
+it. A new architecture knob is one `DecoderOptions` field plus its use.
+"""
+
+import dataclasses
+import inspect
 
 import keras
 
@@ -10,53 +19,81 @@ from keras_lm.layers.embedding import PositionEmbedding, ReversibleEmbedding
 from keras_lm.layers.normalization import Normalization
 from keras_lm.models.backbone import Backbone
 
+# Keyword arguments every Keras model takes besides a family's own.
+_KERAS_KEYWORDS = ("name", "trainable")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderOptions:
+    """Everything that distinguishes one family's decoder from another's."""
+
+    vocabulary_size: int
+    num_layers: int
+    num_query_heads: int
+    num_key_value_heads: int
+    hidden_dim: int
+    intermediate_dim: int
+    head_dim: int | None = None
+    norm: str = "layer"  # "layer" (with bias), "rms" (x * w) or "rms_unit_offset" (x * (1 + w))
+    norm_epsilon: float = 1e-5
+    activation: str = "gelu_approximate"
+    gated_mlp: bool = False
+    mlp_bias: bool = True
+    attention_bias: bool = True  # query, key and value biases
+    attention_output_bias: bool | None = None  # None: as `attention_bias`
+    learned_positions: bool = False
+    max_sequence_length: int = 2048
+    use_rope: bool = False
+    rope_max_wavelength: float = 10000.0
+    rope_scaling_factor: float = 1.0
+    rope_llama3_scaling: dict | None = None
+    local_rope_max_wavelength: float | None = None  # sliding-window layers' own RoPE
+    local_rope_scaling_factor: float = 1.0
+    sliding_window: int | None = None
+    sliding_window_layers: tuple | None = None  # per layer; None: every layer when windowed
+    attention_logit_soft_cap: float | None = None
+    final_logit_soft_cap: float | None = None
+    query_scale: float | None = None  # None: head_dim ** -0.5
+    qk_norm: bool = False  # RMS-normalize each query and key head (the block's norm kind)
+    scale_embeddings: bool = False  # multiply token embeddings by sqrt(hidden_dim)
+    tie_word_embeddings: bool = True
+    post_attention_norm: bool = False
+    post_ffw_norm: bool = False
+    dropout: float = 0.0
+    kernel_initializer: object = "glorot_uniform"
+
 
 class DecoderBackbone(Backbone):
-    """A decoder-only transformer whose family differences are constructor arguments.
+    """A decoder-only transformer whose family differences are `DecoderOptions`.
 
-    Families subclass it, translate their public (KerasHub) arguments into `decoder_options`,
-    and keep their own `get_config`. Training, scoring and cached decoding all run `decode`.
+    Subclasses set `arguments` to their frozen dataclass of public arguments; the constructor,
+    attributes, `get_config` and signature follow from it. Training, scoring and cached
+    decoding all run `decode`.
     """
 
-    def __init__(
-        self,
-        vocabulary_size: int,
-        num_layers: int,
-        num_query_heads: int,
-        num_key_value_heads: int,
-        hidden_dim: int,
-        intermediate_dim: int,
-        head_dim: int | None = None,
-        norm: str = "layer",
-        norm_epsilon: float = 1e-5,
-        activation: str = "gelu_approximate",
-        gated_mlp: bool = False,
-        mlp_bias: bool = True,
-        attention_bias: bool = True,
-        attention_output_bias: bool | None = None,
-        learned_positions: bool = False,
-        max_sequence_length: int = 2048,
-        use_rope: bool = False,
-        rope_max_wavelength: float = 10000.0,
-        rope_scaling_factor: float = 1.0,
-        rope_llama3_scaling: dict | None = None,
-        local_rope_max_wavelength: float | None = None,
-        local_rope_scaling_factor: float = 1.0,
-        sliding_window: int | None = None,
-        sliding_window_layers: list[bool] | None = None,
-        attention_logit_soft_cap: float | None = None,
-        final_logit_soft_cap: float | None = None,
-        query_scale: float | None = None,
-        qk_norm: bool = False,
-        scale_embeddings: bool = False,
-        tie_word_embeddings: bool = True,
-        post_attention_norm: bool = False,
-        post_ffw_norm: bool = False,
-        dropout: float = 0.0,
-        kernel_initializer="glorot_uniform",
-        dtype=None,
-        **kwargs,
-    ):
+    arguments: type | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "arguments" in cls.__dict__ and "__init__" not in cls.__dict__:
+            cls.__init__ = _family_init(cls.arguments)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dataclasses.asdict(self._arguments))
+        config["dtype"] = self.serialized_dtype()
+        return config
+
+    def _build_decoder(self, options: DecoderOptions, dtype=None, **kwargs):
+        (vocabulary_size, num_layers, num_query_heads, num_key_value_heads, hidden_dim,
+         intermediate_dim, head_dim, norm, norm_epsilon, activation, gated_mlp, mlp_bias,
+         attention_bias, attention_output_bias, learned_positions, max_sequence_length,
+         use_rope, rope_max_wavelength, rope_scaling_factor, rope_llama3_scaling,
+         local_rope_max_wavelength, local_rope_scaling_factor, sliding_window,
+         sliding_window_layers, attention_logit_soft_cap, final_logit_soft_cap, query_scale,
+         qk_norm, scale_embeddings, tie_word_embeddings, post_attention_norm, post_ffw_norm,
+         dropout, kernel_initializer) = [getattr(options, f.name)
+                                          for f in dataclasses.fields(options)]
         _check_positive(
             vocabulary_size=vocabulary_size,
             num_layers=num_layers,
@@ -108,6 +145,7 @@ class DecoderBackbone(Backbone):
                 logit_soft_cap=attention_logit_soft_cap,
                 query_scale=query_scale,
                 qk_norm_epsilon=norm_epsilon if qk_norm else None,
+                qk_norm_unit_offset=norm == "rms_unit_offset",
             )
             blocks.append(
                 DecoderBlock(
@@ -244,3 +282,32 @@ def _check_positive(**values):
     for name, value in values.items():
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+
+
+def _family_init(arguments):
+    """`__init__` for a backbone whose public arguments are the dataclass `arguments`."""
+    fields = dataclasses.fields(arguments)
+
+    def __init__(self, *args, dtype=None, **kwargs):
+        keras_kwargs = {k: kwargs.pop(k) for k in _KERAS_KEYWORDS if k in kwargs}
+        try:
+            values = arguments(*args, **kwargs)
+        except TypeError as error:  # a missing or unknown argument: name the class
+            raise TypeError(f"{type(self).__name__}: {error}".replace(
+                f"{arguments.__name__}.__init__() ", "")) from None
+        self._build_decoder(values.decoder_options(), dtype=dtype, **keras_kwargs)
+        self._arguments = values
+        for field in fields:
+            setattr(self, field.name, getattr(values, field.name))
+
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for field in fields:
+        default = field.default if field.default is not dataclasses.MISSING \
+            else inspect.Parameter.empty
+        parameters.append(inspect.Parameter(field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                            default=default, annotation=field.type))
+    parameters.append(inspect.Parameter("dtype", inspect.Parameter.KEYWORD_ONLY, default=None))
+    parameters.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+    __init__.__signature__ = inspect.Signature(parameters)
+    __init__.__doc__ = arguments.__doc__
+    return __init__

@@ -1,11 +1,39 @@
 """GPT-2: learned positions, LayerNorm with bias, biased attention, tanh-GELU MLP, tied head."""
 
+from dataclasses import dataclass
+
 import keras
 
 from keras_lm.models.causal_lm import CausalLM
 from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
-from keras_lm.models.decoder import DecoderBackbone
+from keras_lm.models.decoder import DecoderBackbone, DecoderOptions
 from keras_lm.tokenizers.byte_pair_tokenizer import BytePairTokenizer
+
+
+@dataclass(frozen=True)
+class GPT2Arguments:
+    """KerasHub's `GPT2Backbone` arguments."""
+
+    vocabulary_size: int
+    num_layers: int
+    num_heads: int
+    hidden_dim: int
+    intermediate_dim: int
+    dropout: float = 0.1
+    max_sequence_length: int = 1024
+
+    def decoder_options(self) -> DecoderOptions:
+        return DecoderOptions(
+            self.vocabulary_size, self.num_layers, self.num_heads, self.num_heads,
+            self.hidden_dim, self.intermediate_dim,
+            norm="layer",  # LayerNorm with bias, eps 1e-5
+            activation="gelu_approximate",  # tanh GELU
+            learned_positions=True,  # absolute learned positions, no RoPE
+            max_sequence_length=self.max_sequence_length,
+            attention_bias=True,
+            dropout=self.dropout,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
@@ -17,51 +45,7 @@ class GPT2Backbone(DecoderBackbone):
     ...                         hidden_dim=16, intermediate_dim=32, max_sequence_length=64)
     """
 
-    def __init__(
-        self,
-        vocabulary_size: int,
-        num_layers: int,
-        num_heads: int,
-        hidden_dim: int,
-        intermediate_dim: int,
-        dropout: float = 0.1,
-        max_sequence_length: int = 1024,
-        dtype=None,
-        **kwargs,
-    ):
-        super().__init__(
-            vocabulary_size=vocabulary_size,
-            num_layers=num_layers,
-            num_query_heads=num_heads,
-            num_key_value_heads=num_heads,
-            hidden_dim=hidden_dim,
-            intermediate_dim=intermediate_dim,
-            norm="layer",  # LayerNorm with bias, eps 1e-5
-            activation="gelu_approximate",  # tanh GELU
-            learned_positions=True,  # absolute learned positions, no RoPE
-            max_sequence_length=max_sequence_length,
-            attention_bias=True,
-            dropout=dropout,
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
-            dtype=dtype,
-            **kwargs,
-        )
-        self.num_heads = num_heads
-        self.dropout = dropout
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            vocabulary_size=self.vocabulary_size,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            hidden_dim=self.hidden_dim,
-            intermediate_dim=self.intermediate_dim,
-            dropout=self.dropout,
-            max_sequence_length=self.max_sequence_length,
-            dtype=self.serialized_dtype(),
-        )
-        return config
+    arguments = GPT2Arguments
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from keras_lm.backend.host_arrays import adopt
+
 
 @dataclass
 class ConversionMap:
@@ -93,7 +95,9 @@ def apply_conversion(model, checkpoint, conversion: ConversionMap, source: str =
                 f"{source}: tensor {key!r} has shape {value.shape} after conversion, but "
                 f"{path} needs {tuple(variable.shape)}"
             )
-        variable.assign(value.astype(np.float32) if value.dtype.kind == "V" else value)
+        if value.dtype.kind == "V":  # bfloat16: numpy cannot hand it over as is
+            value = value.astype(np.float32)
+        variable.assign(adopt(value) if value.flags.writeable else value)
         assigned.add(path)
         used.add(key)
     missing = sorted(set(variables) - assigned - _lora_paths(variables))

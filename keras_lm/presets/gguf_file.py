@@ -5,11 +5,11 @@ object per vocabulary entry (8 s for a 262k-token vocabulary); the `gguf` packag
 format's constants and the dequantization of every block type.
 """
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from keras_lm.backend.host_arrays import aligned_empty
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -18,6 +18,7 @@ SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q5_0", "Q4_0", "Q4_K", "Q5_K",
 _SCALARS = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1",
             10: "<u8", 11: "<i8", 12: "<f8"}
 _STRING, _ARRAY, _BOOL = 8, 9, 7
+CHUNK_VALUES = 1 << 18  # values dequantized per numpy call
 
 
 @dataclass(frozen=True)
@@ -145,31 +146,25 @@ class GGUFFile:
         """The tensor as float32 in numpy (row-major, Hugging Face) layout."""
         info = self.tensors[name]
         raw = self._map[info.offset:info.offset + info.nbytes]
-        if info.type_name == "F32":
-            return np.array(raw.view("<f4").reshape(info.shape))
-        if info.type_name == "F16":
-            return raw.view("<f2").astype(np.float32).reshape(info.shape)
+        if info.type_name in ("F32", "F16"):
+            out = aligned_empty(info.shape)
+            out[...] = raw.view("<f4" if info.type_name == "F32" else "<f2").reshape(info.shape)
+            return out
         return _dequantize(raw, info).reshape(info.shape)
 
 
 def _dequantize(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
-    """Dequantize block rows, splitting large tensors over threads (numpy frees the GIL)."""
+    """Dequantize block rows into one aligned buffer, in chunks small enough for numpy's
+    temporaries to be reused from the heap (fresh large temporaries cost a page fault per
+    4 KiB; threads only contend here, over many short numpy calls)."""
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
 
     kind = GGMLQuantizationType[info.type_name]
     row_values = info.shape[-1] if info.shape else 1
     rows = raw.reshape(-1, info.nbytes // max(1, int(np.prod(info.shape[:-1], dtype=np.int64))))
-    workers = min(8, os.cpu_count() or 1)
-    if workers == 1 or rows.shape[0] < 4096:
-        return dequantize(rows, kind)
-    out = np.empty((rows.shape[0], row_values), np.float32)
-    step = -(-rows.shape[0] // (workers * 4))
-
-    def work(start):
+    out = aligned_empty((rows.shape[0], row_values))
+    step = max(1, CHUNK_VALUES // row_values)
+    for start in range(0, rows.shape[0], step):
         out[start:start + step] = dequantize(rows[start:start + step], kind)
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, range(0, rows.shape[0], step)))
     return out
-

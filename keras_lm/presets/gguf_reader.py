@@ -195,9 +195,24 @@ class GGUFCheckpoint:
     def keys(self):
         return list(self._sources)
 
+    def prefetch_largest(self) -> None:
+        """Dequantize the largest tensor (the embedding) in the background, while the caller
+        builds the model: with two cores the two overlap."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        name = max(self.file.tensors.values(), key=lambda t: t.nbytes).name
+        pool = ThreadPoolExecutor(1)
+        self._prefetched = (name, pool.submit(self.file.tensor, name))
+        pool.shutdown(wait=False)  # the thread ends with its one job
+
     def get(self, key: str) -> np.ndarray:
         name, transform = self._sources[key]
-        value = self.file.tensor(name)
+        prefetched = getattr(self, "_prefetched", None)
+        if prefetched is not None and prefetched[0] == name:
+            self._prefetched = None
+            value = prefetched[1].result()
+        else:
+            value = self.file.tensor(name)
         return transform(value) if transform is not None else value
 
 
@@ -229,7 +244,11 @@ class GGUFReader:
         self.checkpoint = GGUFCheckpoint(self.file, block, top, transforms(self.config), prefix)
 
     def backbone_class(self):
-        return self.spec.BACKBONE_CLASS()
+        return self.spec.BACKBONE_CLASS(self.config)
+
+    def start_loading(self) -> None:
+        """Called before the model is built when weights will follow."""
+        self.checkpoint.prefetch_largest()
 
     def build_backbone(self, cls, **overrides):
         try:

@@ -2,13 +2,14 @@
 
 from keras_lm.presets.conversion import ConversionMap
 from keras_lm.presets.hf_llama_like import (  # noqa: F401 - preprocessor_config is API
+    QK_NORMS,
     llama_like_map,
     preprocessor_config,
-    sentencepiece_tokenizer,
 )
+from keras_lm.presets.hf_tokenizers import sentencepiece_tokenizer
 
 
-def BACKBONE_CLASS():
+def BACKBONE_CLASS(hf=None, path=None):
     from keras_lm.models.gemma3 import Gemma3Backbone
 
     return Gemma3Backbone
@@ -87,14 +88,9 @@ def backbone_config(hf: dict) -> dict:
 
 
 def conversion_map(backbone, keys) -> ConversionMap:
-    return llama_like_map(backbone, (
-        ("pre_attention_norm", "input_layernorm"),
-        ("post_attention_norm", "post_attention_layernorm"),
-        ("pre_ffw_norm", "pre_feedforward_layernorm"),
-        ("post_ffw_norm", "post_feedforward_layernorm"),
-        ("attention/query_norm", "self_attn.q_norm"),
-        ("attention/key_norm", "self_attn.k_norm"),
-    ))
+    from keras_lm.presets.hf_gemma import GEMMA2_NORMS
+
+    return llama_like_map(backbone, GEMMA2_NORMS + QK_NORMS)
 
 
 def build_tokenizer(cls, path: str, hf: dict, **kwargs):

@@ -1,9 +1,8 @@
 """Hugging Face GPT-2 ⇄ GPT2Backbone: config translation and the tensor map."""
 
-import os
-
 from keras_lm.presets.conversion import ConversionMap
-from keras_lm.presets.huggingface import read_tokenizer_json, split_columns
+from keras_lm.presets.hf_tokenizers import byte_pair_tokenizer
+from keras_lm.presets.huggingface import split_columns
 
 # Config keys that change the architecture in ways GPT2Backbone does not implement.
 UNSUPPORTED = {
@@ -12,7 +11,7 @@ UNSUPPORTED = {
 }
 
 
-def BACKBONE_CLASS():
+def BACKBONE_CLASS(hf=None, path=None):
     from keras_lm.models.gpt2 import GPT2Backbone
 
     return GPT2Backbone
@@ -80,14 +79,7 @@ def conversion_map(backbone, keys) -> ConversionMap:
 
 
 def build_tokenizer(cls, path: str, hf: dict, **kwargs):
-    vocab, merges = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
-    if os.path.isfile(vocab) and os.path.isfile(merges):
-        return cls(vocabulary=vocab, merges=merges, **kwargs)
-    data = read_tokenizer_json(path)
-    if data is None or data.get("model", {}).get("type") != "BPE":
-        raise ValueError(f"{path}: GPT-2 needs vocab.json + merges.txt or a BPE tokenizer.json.")
-    model = data["model"]
-    return cls(vocabulary=model["vocab"], merges=model["merges"], **kwargs)
+    return byte_pair_tokenizer(cls, path, "GPT-2", **kwargs)
 
 
 def preprocessor_config(hf: dict) -> dict:

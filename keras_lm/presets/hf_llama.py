@@ -1,30 +1,34 @@
-"""Hugging Face Llama ⇄ LlamaBackbone: config translation and the tensor map."""
+"""Hugging Face Llama (`llama`) ⇄ LlamaBackbone, or Llama3Backbone when the folder's tokenizer
+is Llama 3's byte-level BPE (`tokenizer.json`, no `tokenizer.model`)."""
+
+import os
 
 from keras_lm.presets.conversion import ConversionMap
 from keras_lm.presets.hf_llama_like import (  # noqa: F401 - preprocessor_config is API
     llama_like_map,
     preprocessor_config,
-    sentencepiece_tokenizer,
+    refuse,
+    rope_scaling,
+    rope_theta,
 )
+from keras_lm.presets.hf_tokenizers import byte_pair_tokenizer, sentencepiece_tokenizer
 
-UNSUPPORTED = {"attention_bias": False, "mlp_bias": False, "hidden_act": "silu"}
 
-
-def BACKBONE_CLASS():
+def BACKBONE_CLASS(hf: dict | None = None, path: str | None = None):
     from keras_lm.models.llama import LlamaBackbone
+    from keras_lm.models.llama3 import Llama3Backbone
 
+    if path and not os.path.isfile(os.path.join(path, "tokenizer.model")) and \
+            os.path.isfile(os.path.join(path, "tokenizer.json")):
+        return Llama3Backbone
     return LlamaBackbone
 
 
 def backbone_config(hf: dict) -> dict:
-    for key, supported in UNSUPPORTED.items():
-        if hf.get(key, supported) != supported:
-            raise ValueError(f"Llama config has {key}={hf[key]!r}, which is not supported.")
+    refuse(hf, "Llama", {"attention_bias": False, "mlp_bias": False, "hidden_act": "silu"})
     heads = hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
         raise ValueError("Llama configs with a custom head_dim are not supported.")
-    # transformers 5 writes `rope_parameters` (theta included); 4.x `rope_theta` + `rope_scaling`.
-    rope = hf.get("rope_parameters") or {}
     config = {
         "vocabulary_size": hf["vocab_size"],
         "num_layers": hf["num_hidden_layers"],
@@ -32,32 +36,32 @@ def backbone_config(hf: dict) -> dict:
         "hidden_dim": hf["hidden_size"],
         "intermediate_dim": hf["intermediate_size"],
         "num_key_value_heads": hf.get("num_key_value_heads") or heads,
-        "rope_max_wavelength": hf.get("rope_theta", rope.get("rope_theta", 10000.0)),
+        "rope_max_wavelength": rope_theta(hf, 10000.0),
         "layer_norm_epsilon": hf.get("rms_norm_eps", 1e-6),
         "tie_word_embeddings": hf.get("tie_word_embeddings", False),
     }
-    scaling = hf.get("rope_scaling") or rope
-    kind = scaling.get("rope_type", scaling.get("type"))
-    if kind == "linear":
+    scaling = rope_scaling(hf)
+    if scaling.get("rope_type") == "linear":
         config["rope_position_scaling_factor"] = scaling["factor"]
-    elif kind == "llama3":
+    elif scaling.get("rope_type") == "llama3":
         config.update(
             rope_frequency_adjustment_factor=scaling["factor"],
             rope_low_freq_factor=scaling["low_freq_factor"],
             rope_high_freq_factor=scaling["high_freq_factor"],
             rope_pretraining_sequence_length=scaling["original_max_position_embeddings"],
         )
-    elif kind not in (None, "default"):
-        raise ValueError(f"Unsupported Llama rope_scaling type {kind!r}.")
+    elif scaling:
+        raise ValueError(f"Unsupported Llama rope_scaling type {scaling['rope_type']!r}.")
     return config
 
 
 def conversion_map(backbone, keys) -> ConversionMap:
-    return llama_like_map(backbone, (
-        ("pre_attention_norm", "input_layernorm"),
-        ("pre_ffw_norm", "post_attention_layernorm"),
-    ))
+    return llama_like_map(backbone)
 
 
 def build_tokenizer(cls, path: str, hf: dict, **kwargs):
+    from keras_lm.tokenizers.byte_pair_tokenizer import BytePairTokenizer
+
+    if issubclass(cls, BytePairTokenizer):
+        return byte_pair_tokenizer(cls, path, "Llama 3", **kwargs)
     return sentencepiece_tokenizer(cls, path, "Llama", **kwargs)

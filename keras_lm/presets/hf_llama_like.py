@@ -1,12 +1,18 @@
-"""Pieces shared by Hugging Face checkpoints laid out like Llama (`model.layers.N.self_attn.*`,
-`mlp.{gate,up,down}_proj`, `model.norm`, optional `lm_head`) with a SentencePiece tokenizer."""
-
-import os
+"""The tensor map shared by Hugging Face checkpoints laid out like Llama
+(`model.layers.N.self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj`, `model.norm`, optional
+`lm_head`): Llama, Llama 3, Mistral, Gemma, Gemma 2, Gemma 3, Qwen 2 and Qwen 3 differ only in
+their norm names, q/k/v biases and q/k norms."""
 
 from keras_lm.presets.conversion import ConversionMap
 
+# Our per-block norm -> theirs, for the Llama family (pre-attention and pre-MLP norms).
+LLAMA_NORMS = (("pre_attention_norm", "input_layernorm"),
+               ("pre_ffw_norm", "post_attention_layernorm"))
+QK_NORMS = (("attention/query_norm", "self_attn.q_norm"),
+            ("attention/key_norm", "self_attn.k_norm"))
 
-def llama_like_map(backbone, norms: tuple) -> ConversionMap:
+
+def llama_like_map(backbone, norms: tuple = LLAMA_NORMS, qkv_bias: bool = False) -> ConversionMap:
     """The tensor map; `norms` pairs our per-block norm names with theirs."""
     n, k, h = backbone.num_query_heads, backbone.num_key_value_heads, backbone.head_dim
     d = backbone.hidden_dim
@@ -22,6 +28,9 @@ def llama_like_map(backbone, norms: tuple) -> ConversionMap:
                 f"{theirs}.self_attn.{proj}_proj.weight",
                 lambda w, heads=heads: w.T.reshape(d, heads, h),
             )
+            if qkv_bias:
+                m.add(f"{ours}/attention/{name}/bias", f"{theirs}.self_attn.{proj}_proj.bias",
+                      lambda b, heads=heads: b.reshape(heads, h))
         m.add(
             f"{ours}/attention/attention_output/kernel",
             f"{theirs}.self_attn.o_proj.weight",
@@ -39,11 +48,33 @@ def llama_like_map(backbone, norms: tuple) -> ConversionMap:
     return m
 
 
-def sentencepiece_tokenizer(cls, path: str, family: str, **kwargs):
-    model = os.path.join(path, "tokenizer.model")
-    if not os.path.isfile(model):
-        raise ValueError(f"{path}: {family} needs a SentencePiece tokenizer.model file.")
-    return cls(proto=model, **kwargs)
+def rope_theta(hf: dict, default: float) -> float:
+    """RoPE base from transformers 5 (`rope_parameters`) or 4.x (`rope_theta`) configs."""
+    params = hf.get("rope_parameters") or {}
+    return hf.get("rope_theta", params.get("rope_theta", default))
+
+
+def rope_scaling(hf: dict) -> dict:
+    """`{"rope_type", ...}` of a config (empty when RoPE is not scaled)."""
+    scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+    kind = scaling.get("rope_type", scaling.get("type"))
+    return {} if kind in (None, "default") else dict(scaling, rope_type=kind)
+
+
+def linear_rope_factor(hf: dict, family: str) -> float:
+    scaling = rope_scaling(hf)
+    if not scaling:
+        return 1.0
+    if scaling["rope_type"] != "linear":
+        raise ValueError(f"Unsupported {family} RoPE scaling {scaling['rope_type']!r}.")
+    return float(scaling["factor"])
+
+
+def refuse(hf: dict, family: str, supported: dict) -> None:
+    """A clear error for config keys whose value changes the architecture beyond ours."""
+    for key, value in supported.items():
+        if hf.get(key) is not None and hf[key] != value:
+            raise ValueError(f"{family} config has {key}={hf[key]!r}, which is not supported.")
 
 
 def preprocessor_config(hf: dict) -> dict:

@@ -4,15 +4,16 @@ import os
 
 import numpy as np
 
-from keras_lm.checks import json_object, read_json_file
 from keras_lm.presets.conversion import ConversionMap, apply_conversion, build_checked
 from keras_lm.presets.safetensors_io import SafetensorsCheckpoint
 
 
 def _architectures():
-    from keras_lm.presets import hf_gemma3, hf_gpt2, hf_llama
+    from keras_lm.presets import hf_gemma, hf_gemma3, hf_gpt2, hf_llama, hf_mistral, hf_opt, hf_qwen
 
-    return {"gpt2": hf_gpt2, "llama": hf_llama, "gemma3_text": hf_gemma3}
+    return {"gpt2": hf_gpt2, "llama": hf_llama, "gemma3_text": hf_gemma3, "opt": hf_opt,
+            "mistral": hf_mistral, "gemma": hf_gemma, "gemma2": hf_gemma, "qwen2": hf_qwen,
+            "qwen3": hf_qwen}
 
 
 class HuggingFaceReader:
@@ -31,7 +32,7 @@ class HuggingFaceReader:
         self.spec = architectures[model_type]
 
     def backbone_class(self):
-        return self.spec.BACKBONE_CLASS()
+        return self.spec.BACKBONE_CLASS(self.config, self.path)
 
     def build_backbone(self, cls, **overrides):
         source = os.path.join(self.path, "config.json")
@@ -66,13 +67,6 @@ class HuggingFaceReader:
 
     def task_config(self) -> dict:
         return {}
-
-
-def read_tokenizer_json(path: str) -> dict | None:
-    file = os.path.join(path, "tokenizer.json")
-    if not os.path.isfile(file):
-        return None
-    return json_object(read_json_file(file, "tokenizer file"), file, "tokenizer file")
 
 
 def split_columns(array: np.ndarray, parts: int, index: int) -> np.ndarray:

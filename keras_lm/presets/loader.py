@@ -229,6 +229,8 @@ def load_from_preset(cls, preset, load_weights: bool = True, **kwargs):
 def _build(reader, backbone_cls, load_weights, kwargs):
     if not load_weights:
         return reader.build_backbone(backbone_cls, **kwargs)
+    if hasattr(reader, "start_loading"):
+        reader.start_loading()  # e.g. dequantize in the background while the model is built
     with weights_to_be_loaded():  # no random draws for values about to be replaced
         backbone = reader.build_backbone(backbone_cls, **kwargs)
     reader.load_weights(backbone)

@@ -48,9 +48,12 @@ def read_merges(merges) -> list[str]:
 
 @keras.saving.register_keras_serializable(package="keras_lm")
 class BytePairTokenizer(Tokenizer):
-    """Byte-level BPE with GPT-2 pre-tokenization; special tokens are never split.
+    """Byte-level BPE; special tokens are never split.
 
-    Pieces that are not in `vocabulary` (for example characters no merge reaches) are dropped.
+    Text is split into words by `split_pattern` (a regex; None: GPT-2's), after the Unicode
+    `normalization` ("NFC" or None), then each word's bytes are merged. Families set their
+    defaults (Llama 3's and Qwen's patterns) as class attributes. Pieces that are not in
+    `vocabulary` (for example characters no merge reaches) are dropped.
 
     Example:
     >>> vocab = {"a": 0, "Ġquick": 1, "Ġfox": 2}
@@ -61,6 +64,8 @@ class BytePairTokenizer(Tokenizer):
     """
 
     asset_files = (VOCABULARY_FILE, MERGES_FILE)
+    default_split_pattern: str | None = None
+    default_normalization: str | None = None
 
     def __init__(
         self,
@@ -69,6 +74,8 @@ class BytePairTokenizer(Tokenizer):
         sequence_length: int | None = None,
         add_prefix_space: bool = False,
         unsplittable_tokens: list[str] | None = None,
+        split_pattern: str | None = None,
+        normalization: str | None = None,
         dtype: str = "int32",
         name=None,
         **kwargs,
@@ -76,15 +83,19 @@ class BytePairTokenizer(Tokenizer):
         super().__init__(sequence_length=sequence_length, dtype=dtype, name=name)
         if kwargs:
             raise TypeError(f"Unexpected arguments for {type(self).__name__}: {sorted(kwargs)}")
+        if normalization not in (None, "NFC"):
+            raise ValueError(f"`normalization` must be None or 'NFC'. Received: {normalization!r}")
         self.add_prefix_space = add_prefix_space
         self.unsplittable_tokens = list(unsplittable_tokens or [])
+        self.split_pattern = split_pattern or self.default_split_pattern
+        self.normalization = normalization or self.default_normalization
         self.vocabulary = None
         self.merges = None
         if vocabulary is not None or merges is not None:
             self.set_vocabulary_and_merges(vocabulary, merges)
 
     def set_vocabulary_and_merges(self, vocabulary, merges) -> None:
-        from tokenizers import AddedToken, decoders, models, pre_tokenizers
+        from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
         from tokenizers import Tokenizer as HFTokenizer
 
         if vocabulary is None or merges is None:
@@ -105,9 +116,20 @@ class BytePairTokenizer(Tokenizer):
         self._id_to_token = {v: k for k, v in self.vocabulary.items()}
         model = models.BPE(vocab=internal, merges=[tuple(m.split(" ")) for m in self.merges])
         backend = HFTokenizer(model)
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(
-            add_prefix_space=self.add_prefix_space, use_regex=True
-        )
+        if self.split_pattern is None:
+            backend.pre_tokenizer = pre_tokenizers.ByteLevel(
+                add_prefix_space=self.add_prefix_space, use_regex=True
+            )
+        else:
+            try:
+                split = pre_tokenizers.Split(Regex(self.split_pattern), behavior="isolated")
+            except Exception as error:  # the Rust regex engine's own error type
+                raise ValueError(f"`split_pattern` is not a valid regex: {error}") from None
+            backend.pre_tokenizer = pre_tokenizers.Sequence([
+                split, pre_tokenizers.ByteLevel(add_prefix_space=self.add_prefix_space,
+                                                use_regex=False)])
+        if self.normalization == "NFC":
+            backend.normalizer = normalizers.NFC()
         backend.decoder = decoders.ByteLevel()
         declared = self._declared_special_tokens() + self.unsplittable_tokens
         unsplittable = list(dict.fromkeys(declared))
@@ -170,6 +192,8 @@ class BytePairTokenizer(Tokenizer):
             merges=self.merges,
             add_prefix_space=self.add_prefix_space,
             unsplittable_tokens=self.unsplittable_tokens,
+            split_pattern=self.split_pattern,
+            normalization=self.normalization,
         )
         return config
 

@@ -1,0 +1,91 @@
+"""Mistral: Llama with attention limited to a sliding window on every layer, and an explicit
+`head_dim` (Mistral NeMo's 128 with a 5120 width)."""
+
+from dataclasses import dataclass
+
+import keras
+
+from keras_lm.models.causal_lm import CausalLM
+from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
+from keras_lm.models.decoder import DecoderBackbone, DecoderOptions
+from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
+
+
+@dataclass(frozen=True)
+class MistralArguments:
+    """KerasHub's `MistralBackbone` arguments; beyond it `head_dim` (None: width / heads) and
+    `tie_word_embeddings`. `sliding_window=None` attends to the whole sequence (v0.2, v0.3)."""
+
+    vocabulary_size: int
+    num_layers: int
+    num_query_heads: int
+    hidden_dim: int
+    intermediate_dim: int
+    num_key_value_heads: int
+    rope_max_wavelength: float = 10000
+    rope_scaling_factor: float = 1.0
+    layer_norm_epsilon: float = 1e-6
+    sliding_window: int | None = 512
+    dropout: float = 0.0
+    head_dim: int | None = None
+    tie_word_embeddings: bool = False
+
+    def decoder_options(self) -> DecoderOptions:
+        return DecoderOptions(
+            self.vocabulary_size, self.num_layers, self.num_query_heads,
+            self.num_key_value_heads, self.hidden_dim, self.intermediate_dim, self.head_dim,
+            norm="rms",
+            norm_epsilon=self.layer_norm_epsilon,
+            activation="silu",
+            gated_mlp=True,  # SwiGLU
+            mlp_bias=False,
+            attention_bias=False,
+            use_rope=True,
+            rope_max_wavelength=self.rope_max_wavelength,
+            rope_scaling_factor=self.rope_scaling_factor,
+            sliding_window=self.sliding_window,  # every layer
+            tie_word_embeddings=self.tie_word_embeddings,
+            dropout=self.dropout,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class MistralBackbone(DecoderBackbone):
+    """The Mistral decoder (KerasHub's arguments).
+
+    Example:
+    >>> backbone = MistralBackbone(vocabulary_size=100, num_layers=2, num_query_heads=4,
+    ...                            hidden_dim=32, intermediate_dim=64, num_key_value_heads=2,
+    ...                            sliding_window=8)
+    """
+
+    arguments = MistralArguments
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class MistralTokenizer(SentencePieceTokenizer):
+    """Mistral's SentencePiece tokenizer: `<s>` starts and `</s>` ends a sequence."""
+
+    backbone_cls = MistralBackbone
+    special_tokens_spec = {"start_token": "<s>", "end_token": "</s>"}
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class MistralCausalLMPreprocessor(CausalLMPreprocessor):
+    """Tokenizes and packs strings for `MistralCausalLM`."""
+
+    backbone_cls = MistralBackbone
+    tokenizer_cls = MistralTokenizer
+
+
+@keras.saving.register_keras_serializable(package="keras_lm")
+class MistralCausalLM(CausalLM):
+    """Mistral for generation and fine-tuning. Default sampler: "top_k".
+
+    Example:
+    >>> lm = MistralCausalLM.from_preset("./mistral_tiny")  # doctest: +SKIP
+    """
+
+    backbone_cls = MistralBackbone
+    preprocessor_cls = MistralCausalLMPreprocessor
