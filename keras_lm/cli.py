@@ -86,8 +86,12 @@ def _run(args) -> int:
 
     _use_compile_cache()
     if args.command == "presets":
-        for name, info in keras_lm.models.CausalLM.presets.items():
-            print(f"{name:32s} {info['params']:>6s}  {info['handle']}")
+        from keras_lm.presets.builtin import PRESETS_BY_FAMILY, format_params
+
+        for backbone, entries in PRESETS_BY_FAMILY.items():
+            print(f"{backbone.removesuffix('Backbone')}:")
+            for name, handle, params, _ in entries:
+                print(f"  {name:32s} {format_params(params):>7s}  {handle}")
         return 0
     if args.command == "convert":
         return _convert(args, keras_lm)

@@ -36,6 +36,7 @@ class Llama3Tokenizer(BytePairTokenizer):
     special_tokens_spec = {"start_token": "<|begin_of_text|>", "end_token": "<|end_of_text|>"}
     extra_stop_tokens = ("<|eot_id|>", "<|eom_id|>")
     default_split_pattern = LLAMA3_SPLIT_PATTERN
+    ignore_merges = True
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")

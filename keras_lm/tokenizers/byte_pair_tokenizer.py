@@ -66,6 +66,7 @@ class BytePairTokenizer(Tokenizer):
     asset_files = (VOCABULARY_FILE, MERGES_FILE)
     default_split_pattern: str | None = None
     default_normalization: str | None = None
+    ignore_merges = False  # True: a word already in the vocabulary is one token (Llama 3)
 
     def __init__(
         self,
@@ -114,7 +115,8 @@ class BytePairTokenizer(Tokenizer):
                     next_id += 1
         self._known_limit = max(self.vocabulary.values())
         self._id_to_token = {v: k for k, v in self.vocabulary.items()}
-        model = models.BPE(vocab=internal, merges=[tuple(m.split(" ")) for m in self.merges])
+        model = models.BPE(vocab=internal, merges=[tuple(m.split(" ")) for m in self.merges],
+                           ignore_merges=self.ignore_merges)
         backend = HFTokenizer(model)
         if self.split_pattern is None:
             backend.pre_tokenizer = pre_tokenizers.ByteLevel(
