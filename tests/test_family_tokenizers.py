@@ -19,8 +19,7 @@ CORPUS = SPM_SENTENCES * 4 + ["digits 0123456789 spaces  and\ttabs\n", "it's we'
 
 
 def _train_tokenizer_json(path, pattern, special, normalizer=None, ignore_merges=False):
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE(ignore_merges=ignore_merges))
     if normalizer == "NFC":
