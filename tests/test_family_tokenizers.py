@@ -134,3 +134,28 @@ def test_a_bad_split_pattern_is_a_clear_error(pattern):
         keras_lm.models.Llama3Tokenizer(vocabulary={"a": 0, "<|begin_of_text|>": 1,
                                                     "<|end_of_text|>": 2},
                                         merges=[], split_pattern=pattern)
+
+
+def test_gemma3_folder_with_only_tokenizer_json(tmp_path):
+    """A SentencePiece-family folder that ships `tokenizer.json` alone (and one that ships
+    both, where `tokenizer.json` is preferred) gives `transformers`' ids."""
+    import transformers
+
+    from tests.test_gemma3_parity import save_hf_gemma3
+    from tests.test_gguf import HARD_STRINGS as SP_HARD_STRINGS
+    from tests.test_gguf import sentencepiece_bpe_proto
+
+    (tmp_path / "spm.model").write_bytes(sentencepiece_bpe_proto())
+    converted = transformers.GemmaTokenizer(vocab_file=str(tmp_path / "spm.model"))
+    converted.save_pretrained(str(tmp_path / "hf"))
+    assert not (tmp_path / "hf" / "tokenizer.model").exists()
+    save_hf_gemma3(tmp_path / "hf", vocab_size=converted.vocab_size)
+    lm = keras_lm.models.CausalLM.from_preset(str(tmp_path / "hf"))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    ours = lm.preprocessor.tokenizer
+    for text in SP_HARD_STRINGS:
+        assert ours(text).tolist() == reference(text, add_special_tokens=False)["input_ids"]
+    assert lm.preprocessor.prompt_rows(["hi"])[0][0] == ours.start_token_id  # Gemma's <bos>
+    lm.save_to_preset(str(tmp_path / "saved"))  # the JSON travels as an asset
+    again = keras_lm.models.CausalLM.from_preset(str(tmp_path / "saved"))
+    assert again.preprocessor.tokenizer("hello world").tolist() == ours("hello world").tolist()

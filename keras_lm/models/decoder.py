@@ -63,6 +63,25 @@ class DecoderOptions:
     kernel_initializer: object = "glorot_uniform"
 
 
+# Option groups several families start from; a family file names one and lists the rest.
+LLAMA_LAYOUT = dict(  # RMSNorm (x * w), SwiGLU MLP, RoPE, no biases
+    norm="rms", activation="silu", gated_mlp=True, mlp_bias=False, attention_bias=False,
+    use_rope=True, kernel_initializer=keras.initializers.RandomNormal(stddev=0.02))
+GEMMA_LAYOUT = dict(  # RMSNorm x * (1 + w), GeGLU MLP, RoPE, no biases, embeddings * sqrt(d)
+    LLAMA_LAYOUT, norm="rms_unit_offset", activation="gelu_approximate",
+    scale_embeddings=True)
+
+
+def decoder_options(layout: dict, *sizes, **differences) -> DecoderOptions:
+    """`DecoderOptions` from a layout (e.g. `LLAMA_LAYOUT`), the sizes, and what differs.
+
+    Example:
+    >>> decoder_options(LLAMA_LAYOUT, 100, 2, 4, 2, 32, 64, norm_epsilon=1e-5).norm
+    'rms'
+    """
+    return DecoderOptions(*sizes, **{**layout, **differences})
+
+
 class DecoderBackbone(Backbone):
     """A decoder-only transformer whose family differences are `DecoderOptions`.
 

@@ -8,7 +8,12 @@ import keras
 
 from keras_lm.models.causal_lm import CausalLM
 from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
-from keras_lm.models.decoder import DecoderBackbone, DecoderOptions
+from keras_lm.models.decoder import (
+    GEMMA_LAYOUT,
+    DecoderBackbone,
+    DecoderOptions,
+    decoder_options,
+)
 from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 
 
@@ -48,24 +53,17 @@ class GemmaArguments:
             scalar = self.head_dim if self.query_head_dim_normalize \
                 else self.hidden_dim / self.num_query_heads
         windowed = self.use_sliding_window_attention
-        return DecoderOptions(
-            self.vocabulary_size, self.num_layers, self.num_query_heads,
+        return decoder_options(
+            GEMMA_LAYOUT, self.vocabulary_size, self.num_layers, self.num_query_heads,
             self.num_key_value_heads, self.hidden_dim, self.intermediate_dim // 2,
             self.head_dim,
-            norm="rms_unit_offset",  # x * (1 + w)
             norm_epsilon=self.layer_norm_epsilon,
-            activation="gelu_approximate",
-            gated_mlp=True,  # GeGLU
-            mlp_bias=False,
-            attention_bias=False,
-            use_rope=True,
             rope_max_wavelength=self.rope_max_wavelength,
             sliding_window=self.sliding_window_size if windowed else None,
             sliding_window_layers=tuple(i % 2 == 0 for i in range(self.num_layers)),
             attention_logit_soft_cap=self.attention_logit_soft_cap,
             final_logit_soft_cap=self.final_logit_soft_cap,
             query_scale=float(scalar) ** -0.5,
-            scale_embeddings=True,
             tie_word_embeddings=True,
             post_attention_norm=self.use_post_attention_norm,
             post_ffw_norm=self.use_post_ffw_norm,

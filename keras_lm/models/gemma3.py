@@ -7,7 +7,12 @@ import keras
 
 from keras_lm.models.causal_lm import CausalLM
 from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
-from keras_lm.models.decoder import DecoderBackbone, DecoderOptions
+from keras_lm.models.decoder import (
+    GEMMA_LAYOUT,
+    DecoderBackbone,
+    DecoderOptions,
+    decoder_options,
+)
 from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 
 
@@ -60,16 +65,10 @@ class Gemma3Arguments:
             scalar = self.head_dim if self.query_head_dim_normalize \
                 else self.hidden_dim / self.num_query_heads
         windowed = self.use_sliding_window_attention
-        return DecoderOptions(
-            self.vocabulary_size, self.num_layers, self.num_query_heads,
+        return decoder_options(
+            GEMMA_LAYOUT, self.vocabulary_size, self.num_layers, self.num_query_heads,
             self.num_key_value_heads, self.hidden_dim, self.intermediate_dim, self.head_dim,
-            norm="rms_unit_offset",  # Gemma RMSNorm: x * (1 + w)
             norm_epsilon=self.layer_norm_epsilon,
-            activation="gelu_approximate",
-            gated_mlp=True,  # GeGLU
-            mlp_bias=False,
-            attention_bias=False,
-            use_rope=True,
             rope_max_wavelength=self.global_rope_wavelength,
             rope_scaling_factor=self.global_rope_scaling_factor,
             local_rope_max_wavelength=self.local_rope_wavelength,
@@ -81,12 +80,10 @@ class Gemma3Arguments:
             final_logit_soft_cap=self.final_logit_soft_cap,
             query_scale=float(scalar) ** -0.5,
             qk_norm=self.use_query_key_norm,
-            scale_embeddings=True,  # embeddings times sqrt(hidden_dim)
             tie_word_embeddings=self.tie_word_embeddings,
             post_attention_norm=self.use_post_attention_norm,
             post_ffw_norm=self.use_post_ffw_norm,
             dropout=self.dropout,
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
         )
 
 

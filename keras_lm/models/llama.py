@@ -6,7 +6,12 @@ import keras
 
 from keras_lm.models.causal_lm import CausalLM
 from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
-from keras_lm.models.decoder import DecoderBackbone, DecoderOptions
+from keras_lm.models.decoder import (
+    LLAMA_LAYOUT,
+    DecoderBackbone,
+    DecoderOptions,
+    decoder_options,
+)
 from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 
 
@@ -39,22 +44,15 @@ class LlamaArguments:
                 "high_freq_factor": self.rope_high_freq_factor,
                 "original_max_position_embeddings": self.rope_pretraining_sequence_length,
             }
-        return DecoderOptions(
-            self.vocabulary_size, self.num_layers, self.num_query_heads,
+        return decoder_options(
+            LLAMA_LAYOUT, self.vocabulary_size, self.num_layers, self.num_query_heads,
             self.num_key_value_heads, self.hidden_dim, self.intermediate_dim,
-            norm="rms",  # RMSNorm, weight multiplies
             norm_epsilon=self.layer_norm_epsilon,
-            activation="silu",
-            gated_mlp=True,  # SwiGLU
-            mlp_bias=False,
-            attention_bias=False,
-            use_rope=True,
             rope_max_wavelength=self.rope_max_wavelength,
             rope_scaling_factor=self.rope_position_scaling_factor,
             rope_llama3_scaling=llama3,
             tie_word_embeddings=self.tie_word_embeddings,
             dropout=self.dropout,
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
         )
 
 

@@ -7,7 +7,12 @@ import keras
 
 from keras_lm.models.causal_lm import CausalLM
 from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
-from keras_lm.models.decoder import DecoderBackbone, DecoderOptions
+from keras_lm.models.decoder import (
+    LLAMA_LAYOUT,
+    DecoderBackbone,
+    DecoderOptions,
+    decoder_options,
+)
 from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 
 
@@ -31,22 +36,15 @@ class MistralArguments:
     tie_word_embeddings: bool = False
 
     def decoder_options(self) -> DecoderOptions:
-        return DecoderOptions(
-            self.vocabulary_size, self.num_layers, self.num_query_heads,
+        return decoder_options(
+            LLAMA_LAYOUT, self.vocabulary_size, self.num_layers, self.num_query_heads,
             self.num_key_value_heads, self.hidden_dim, self.intermediate_dim, self.head_dim,
-            norm="rms",
             norm_epsilon=self.layer_norm_epsilon,
-            activation="silu",
-            gated_mlp=True,  # SwiGLU
-            mlp_bias=False,
-            attention_bias=False,
-            use_rope=True,
             rope_max_wavelength=self.rope_max_wavelength,
             rope_scaling_factor=self.rope_scaling_factor,
             sliding_window=self.sliding_window,  # every layer
             tie_word_embeddings=self.tie_word_embeddings,
             dropout=self.dropout,
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
         )
 
 

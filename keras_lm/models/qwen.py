@@ -8,7 +8,12 @@ import keras
 
 from keras_lm.models.causal_lm import CausalLM
 from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
-from keras_lm.models.decoder import DecoderBackbone, DecoderOptions
+from keras_lm.models.decoder import (
+    LLAMA_LAYOUT,
+    DecoderBackbone,
+    DecoderOptions,
+    decoder_options,
+)
 from keras_lm.tokenizers.byte_pair_tokenizer import BytePairTokenizer
 
 # Qwen's pre-tokenizer: like Llama 3's, but every digit is its own word.
@@ -20,24 +25,18 @@ QWEN_SPLIT_PATTERN = (
 
 def _qwen_options(args, head_dim, qkv_bias, qk_norm) -> DecoderOptions:
     windowed = getattr(args, "use_sliding_window_attention", False)
-    return DecoderOptions(
-        args.vocabulary_size, args.num_layers, args.num_query_heads, args.num_key_value_heads,
-        args.hidden_dim, args.intermediate_dim, head_dim,
-        norm="rms",
+    return decoder_options(
+        LLAMA_LAYOUT, args.vocabulary_size, args.num_layers, args.num_query_heads,
+        args.num_key_value_heads, args.hidden_dim, args.intermediate_dim, head_dim,
         norm_epsilon=args.layer_norm_epsilon,
-        activation="silu",
-        gated_mlp=True,  # SwiGLU
-        mlp_bias=False,
-        attention_bias=qkv_bias,
+        attention_bias=qkv_bias,  # query, key and value only
         attention_output_bias=False,
-        use_rope=True,
         rope_max_wavelength=args.rope_max_wavelength,
         rope_scaling_factor=args.rope_scaling_factor,
         sliding_window=args.sliding_window_size if windowed else None,
         qk_norm=qk_norm,
         tie_word_embeddings=args.tie_word_embeddings,
         dropout=args.dropout,
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
     )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_lm.backend.host_arrays import adopt
+from keras_lm.backend.host_arrays import adopt, aligned_empty
 
 
 @dataclass
@@ -97,7 +97,9 @@ def apply_conversion(model, checkpoint, conversion: ConversionMap, source: str =
             )
         if value.dtype.kind == "V":  # bfloat16: numpy cannot hand it over as is
             value = value.astype(np.float32)
-        variable.assign(adopt(value) if value.flags.writeable else value)
+        if not (value.flags.writeable and value.flags.c_contiguous):
+            value = _owned_copy(value)  # one copy the backend can adopt, not two
+        variable.assign(adopt(value))
         assigned.add(path)
         used.add(key)
     missing = sorted(set(variables) - assigned - _lora_paths(variables))
@@ -109,6 +111,12 @@ def apply_conversion(model, checkpoint, conversion: ConversionMap, source: str =
             f"{source}: checkpoint tensors were not used: {unused[:5]} ({len(unused)} total). "
             "The checkpoint does not match this architecture."
         )
+
+
+def _owned_copy(value: np.ndarray) -> np.ndarray:
+    out = aligned_empty(value.shape, value.dtype)
+    out[...] = value
+    return out
 
 
 def _lora_paths(variables):

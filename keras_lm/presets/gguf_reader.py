@@ -195,24 +195,20 @@ class GGUFCheckpoint:
     def keys(self):
         return list(self._sources)
 
-    def prefetch_largest(self) -> None:
-        """Dequantize the largest tensor (the embedding) in the background, while the caller
-        builds the model: with two cores the two overlap."""
+    def prefetch(self, names) -> None:
+        """Dequantize `names` in order on a background thread while the caller builds the
+        model (numpy releases the GIL, so with two cores the two overlap). Each tensor is
+        dropped once `get` hands it over, so no more than the weights are ever held."""
         from concurrent.futures import ThreadPoolExecutor
 
-        name = max(self.file.tensors.values(), key=lambda t: t.nbytes).name
         pool = ThreadPoolExecutor(1)
-        self._prefetched = (name, pool.submit(self.file.tensor, name))
-        pool.shutdown(wait=False)  # the thread ends with its one job
+        self._prefetched = {name: pool.submit(self.file.tensor, name) for name in names}
+        pool.shutdown(wait=False)  # the thread ends with its last job
 
     def get(self, key: str) -> np.ndarray:
         name, transform = self._sources[key]
-        prefetched = getattr(self, "_prefetched", None)
-        if prefetched is not None and prefetched[0] == name:
-            self._prefetched = None
-            value = prefetched[1].result()
-        else:
-            value = self.file.tensor(name)
+        future = getattr(self, "_prefetched", {}).pop(name, None)
+        value = future.result() if future is not None else self.file.tensor(name)
         return transform(value) if transform is not None else value
 
 
@@ -247,8 +243,10 @@ class GGUFReader:
         return self.spec.BACKBONE_CLASS(self.config)
 
     def start_loading(self) -> None:
-        """Called before the model is built when weights will follow."""
-        self.checkpoint.prefetch_largest()
+        """Called before the model is built when weights will follow: the tensors are
+        dequantized meanwhile, in the order the loader asks for them (largest first)."""
+        order = sorted(self.file.tensors.values(), key=lambda t: -t.nbytes)
+        self.checkpoint.prefetch([t.name for t in order])
 
     def build_backbone(self, cls, **overrides):
         try:

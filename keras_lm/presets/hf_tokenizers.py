@@ -57,7 +57,14 @@ def byte_pair_tokenizer(cls, path: str, family: str, **kwargs):
 
 
 def sentencepiece_tokenizer(cls, path: str, family: str, **kwargs):
+    """A `SentencePieceTokenizer` subclass from `tokenizer.json` (what `transformers` runs),
+    else `tokenizer.model`."""
+    data = read_tokenizer_json(path)
+    if data is not None:
+        with open(os.path.join(path, "tokenizer.json"), encoding="utf-8") as f:
+            return cls(tokenizer_json=f.read(), **kwargs)
     model = os.path.join(path, "tokenizer.model")
     if not os.path.isfile(model):
-        raise ValueError(f"{path}: {family} needs a SentencePiece tokenizer.model file.")
+        raise ValueError(f"{path}: {family} needs tokenizer.json or a SentencePiece "
+                         "tokenizer.model file.")
     return cls(proto=model, **kwargs)

@@ -9,6 +9,51 @@ import keras
 from keras_lm.tokenizers.tokenizer import Tokenizer
 
 PROTO_FILE = "vocabulary.spm"
+JSON_FILE = "hf_tokenizer.json"
+
+
+class _TokenizerJSONPieces:
+    """A Hugging Face `tokenizer.json` (SentencePiece-style: BPE with byte fallback) behind the
+    few `SentencePieceProcessor` methods the tokenizer uses, run by the `tokenizers` library:
+    the same ids as `transformers` on the same file."""
+
+    def __init__(self, text: str):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        try:
+            self.backend = HFTokenizer.from_str(text)
+        except Exception as error:  # the Rust parser's own error type
+            raise ValueError(f"`tokenizer_json` is not a valid tokenizer.json: {error}") \
+                from None
+        self.backend.encode_special_tokens = True  # control tokens in text stay text
+        added = self.backend.get_added_tokens_decoder()
+        self.control = {i for i, token in added.items() if token.special}
+        unknown = getattr(self.backend.model, "unk_token", None)
+        self._unknown = self.backend.token_to_id(unknown) if unknown else 0
+
+    def EncodeAsIds(self, text):
+        if isinstance(text, str):
+            return self.backend.encode(text, add_special_tokens=False).ids
+        return [e.ids for e in self.backend.encode_batch(text, add_special_tokens=False)]
+
+    def DecodeIds(self, ids):
+        return self.backend.decode(ids, skip_special_tokens=False)
+
+    def GetPieceSize(self):
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def IdToPiece(self, index):
+        return self.backend.id_to_token(index) or ""
+
+    def PieceToId(self, piece):
+        index = self.backend.token_to_id(piece)
+        return self._unknown if index is None else index
+
+    def IsControl(self, index):
+        return index in self.control
+
+    def unk_id(self):
+        return self._unknown
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
@@ -17,7 +62,8 @@ class SentencePieceTokenizer(Tokenizer):
 
     `special_tokens_in_strings=True` (KerasHub's argument) turns control tokens written in the
     text, such as `<start_of_turn>`, into their ids, as `transformers` does; by default they
-    are plain text.
+    are plain text. Instead of `proto`, `tokenizer_json` (a path or the JSON text) takes a
+    Hugging Face `tokenizer.json` of the same model, for checkpoints that ship only that.
 
     Example:
     >>> tok = SentencePieceTokenizer(proto="tokenizer.model")  # doctest: +SKIP
@@ -33,6 +79,7 @@ class SentencePieceTokenizer(Tokenizer):
         sequence_length: int | None = None,
         dtype: str = "int32",
         special_tokens_in_strings: bool = False,
+        tokenizer_json: str | None = None,
         name=None,
         **kwargs,
     ):
@@ -42,8 +89,13 @@ class SentencePieceTokenizer(Tokenizer):
         self.special_tokens_in_strings = bool(special_tokens_in_strings)
         self._control_pattern = None
         self.proto = None
+        self.tokenizer_json = None
+        if proto is not None and tokenizer_json is not None:
+            raise ValueError("Pass `proto` or `tokenizer_json`, not both.")
         if proto is not None:
             self.set_proto(proto)
+        elif tokenizer_json is not None:
+            self.set_tokenizer_json(tokenizer_json)
 
     def set_proto(self, proto) -> None:
         import sentencepiece
@@ -67,8 +119,21 @@ class SentencePieceTokenizer(Tokenizer):
         self._control_pattern = None
         self._bind_special_tokens()
 
+    def set_tokenizer_json(self, tokenizer_json: str) -> None:
+        if not isinstance(tokenizer_json, str) or not tokenizer_json:
+            raise ValueError("`tokenizer_json` must be a tokenizer.json path or its JSON text.")
+        if not tokenizer_json.lstrip().startswith("{"):
+            if not os.path.isfile(tokenizer_json):
+                raise ValueError(f"`tokenizer_json` file not found: {tokenizer_json!r}")
+            with open(tokenizer_json, encoding="utf-8") as f:
+                tokenizer_json = f.read()
+        self._processor = _TokenizerJSONPieces(tokenizer_json)
+        self.tokenizer_json = tokenizer_json
+        self._control_pattern = None
+        self._bind_special_tokens()
+
     def _require_proto(self):
-        if self.proto is None:
+        if self.proto is None and self.tokenizer_json is None:
             raise ValueError(
                 f"{type(self).__name__} has no model: pass `proto`, or use `from_preset`."
             )
@@ -120,17 +185,24 @@ class SentencePieceTokenizer(Tokenizer):
     def get_config(self) -> dict:
         config = super().get_config()
         proto = None if self.proto is None else "base64:" + base64.b64encode(self.proto).decode()
-        config.update(proto=proto, special_tokens_in_strings=self.special_tokens_in_strings)
+        config.update(proto=proto, special_tokens_in_strings=self.special_tokens_in_strings,
+                      tokenizer_json=self.tokenizer_json)
         return config
 
     def asset_config_keys(self) -> tuple:
-        return ("proto",)
+        return ("proto", "tokenizer_json")
 
     def save_assets(self, directory: str) -> None:
         self._require_proto()
-        with open(os.path.join(directory, PROTO_FILE), "wb") as f:
-            f.write(self.proto)
+        if self.proto is not None:
+            with open(os.path.join(directory, PROTO_FILE), "wb") as f:
+                f.write(self.proto)
+        else:
+            with open(os.path.join(directory, JSON_FILE), "w", encoding="utf-8") as f:
+                f.write(self.tokenizer_json)
 
     @classmethod
     def asset_config_from_dir(cls, directory: str) -> dict:
+        if os.path.isfile(os.path.join(directory, JSON_FILE)):
+            return {"tokenizer_json": os.path.join(directory, JSON_FILE)}
         return {"proto": os.path.join(directory, PROTO_FILE)}
