@@ -153,3 +153,35 @@ def test_training_step_reduces_loss(family):
     y = np.roll(ids, -1, axis=1)
     history = lm.fit(x, y, batch_size=4, epochs=5, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="the TensorFlow subset covers LoRA and int8 in test_lora_and_dtypes")
+def test_lora_trains_only_adapters_and_int8_keeps_scores_close(family):
+    """LoRA fine-tuning and int8 quantization work on every family (the seed pages' LoRA
+    example; `quantize("int8")`), on a fresh model."""
+    import warnings
+
+    backbone_cls, lm_cls, args, _ = family
+    lm = lm_cls(backbone=backbone_cls(**{**args, "dropout": 0.0}))
+    ids = random_ids(2, 8, VOCAB)
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    frozen = [v.numpy().copy() for v in lm.backbone.weights]
+    lm.backbone.enable_lora(rank=2)
+    lm.compile(optimizer=keras.optimizers.Adam(1e-2), sampler="greedy")
+    lm.fit(x, np.roll(ids, -1, axis=1), batch_size=2, epochs=2, verbose=0)
+    assert all(np.array_equal(a, v.numpy()) for a, v in
+               zip(frozen, [w for w in lm.backbone.weights if "lora" not in w.path],
+                   strict=True))
+    assert any(np.abs(v.numpy()).max() > 0 for v in lm.backbone.lora_variables())
+
+    fresh = lm_cls(backbone=backbone_cls(**{**args, "dropout": 0.0}))
+    before = keras.ops.convert_to_numpy(fresh.score(ids))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns for layers without weights to quantize
+        fresh.quantize("int8")
+    after = keras.ops.convert_to_numpy(fresh.score(ids))
+    assert not np.array_equal(after, before)  # the int8 weights are what ran
+    assert np.corrcoef(after.ravel(), before.ravel())[0, 1] > 0.98
+    fresh.compile(sampler="greedy")
+    assert fresh.generate(x, max_new_tokens=3, stop_token_ids=None)["token_ids"].shape[1] >= 8

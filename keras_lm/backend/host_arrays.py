@@ -40,6 +40,12 @@ def aligned_empty(shape, dtype="float32", zeros: bool = False) -> np.ndarray:
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
+def adopts_host_memory() -> bool:
+    """Whether the backend takes a host buffer as a variable's storage without a copy (JAX);
+    torch and TensorFlow copy it into the variable."""
+    return keras.backend.backend() == "jax"
+
+
 def adopt(array: np.ndarray):
     """A backend tensor holding `array`'s data, sharing its memory where the backend can.
     The caller must not write to `array` afterwards."""

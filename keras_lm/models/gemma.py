@@ -6,14 +6,13 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_lm.models.causal_lm import CausalLM
-from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
 from keras_lm.models.decoder import (
     GEMMA_LAYOUT,
     DecoderBackbone,
     DecoderOptions,
     decoder_options,
 )
+from keras_lm.models.family import causal_lm_classes
 from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 
 
@@ -97,23 +96,5 @@ class GemmaTokenizer(SentencePieceTokenizer):
     extra_stop_tokens = ("<end_of_turn>",)
 
 
-@keras.saving.register_keras_serializable(package="keras_lm")
-class GemmaCausalLMPreprocessor(CausalLMPreprocessor):
-    """Tokenizes and packs strings for `GemmaCausalLM`."""
-
-    backbone_cls = GemmaBackbone
-    tokenizer_cls = GemmaTokenizer
-
-
-@keras.saving.register_keras_serializable(package="keras_lm")
-class GemmaCausalLM(CausalLM):
-    """Gemma and Gemma 2 for generation and fine-tuning. Default sampler: "greedy".
-
-    Example:
-    >>> lm = GemmaCausalLM.from_preset("./gemma_tiny")  # doctest: +SKIP
-    >>> lm.generate("I want to say", max_length=30)  # doctest: +SKIP
-    """
-
-    backbone_cls = GemmaBackbone
-    preprocessor_cls = GemmaCausalLMPreprocessor
-    default_sampler = "greedy"
+GemmaCausalLMPreprocessor, GemmaCausalLM = causal_lm_classes(
+    "Gemma", GemmaBackbone, GemmaTokenizer, default_sampler="greedy")

@@ -5,14 +5,13 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_lm.models.causal_lm import CausalLM
-from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
 from keras_lm.models.decoder import (
     GEMMA_LAYOUT,
     DecoderBackbone,
     DecoderOptions,
     decoder_options,
 )
+from keras_lm.models.family import causal_lm_classes
 from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 
 
@@ -112,23 +111,5 @@ class Gemma3Tokenizer(SentencePieceTokenizer):
     extra_stop_tokens = ("<end_of_turn>",)
 
 
-@keras.saving.register_keras_serializable(package="keras_lm")
-class Gemma3CausalLMPreprocessor(CausalLMPreprocessor):
-    """Tokenizes and packs strings for `Gemma3CausalLM` (text only)."""
-
-    backbone_cls = Gemma3Backbone
-    tokenizer_cls = Gemma3Tokenizer
-
-
-@keras.saving.register_keras_serializable(package="keras_lm")
-class Gemma3CausalLM(CausalLM):
-    """Gemma 3 (text) for generation and fine-tuning. Default sampler: "greedy".
-
-    Example:
-    >>> lm = Gemma3CausalLM.from_preset("./gemma3_tiny")  # doctest: +SKIP
-    >>> lm.generate("The capital of France is", max_length=16)  # doctest: +SKIP
-    """
-
-    backbone_cls = Gemma3Backbone
-    preprocessor_cls = Gemma3CausalLMPreprocessor
-    default_sampler = "greedy"
+Gemma3CausalLMPreprocessor, Gemma3CausalLM = causal_lm_classes(
+    "Gemma3", Gemma3Backbone, Gemma3Tokenizer, default_sampler="greedy")

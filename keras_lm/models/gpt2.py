@@ -4,9 +4,8 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_lm.models.causal_lm import CausalLM
-from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
 from keras_lm.models.decoder import DecoderBackbone, DecoderOptions
+from keras_lm.models.family import causal_lm_classes
 from keras_lm.tokenizers.byte_pair_tokenizer import BytePairTokenizer
 
 
@@ -64,22 +63,5 @@ class GPT2Tokenizer(BytePairTokenizer):
     pad_token_spec = "<|endoftext|>"
 
 
-@keras.saving.register_keras_serializable(package="keras_lm")
-class GPT2CausalLMPreprocessor(CausalLMPreprocessor):
-    """Tokenizes and packs strings for `GPT2CausalLM`."""
-
-    backbone_cls = GPT2Backbone
-    tokenizer_cls = GPT2Tokenizer
-
-
-@keras.saving.register_keras_serializable(package="keras_lm")
-class GPT2CausalLM(CausalLM):
-    """GPT-2 for generation and fine-tuning. Default sampler: "top_k".
-
-    Example:
-    >>> lm = GPT2CausalLM.from_preset("./gpt2_tiny")  # doctest: +SKIP
-    >>> lm.generate("I want to say", max_length=30)  # doctest: +SKIP
-    """
-
-    backbone_cls = GPT2Backbone
-    preprocessor_cls = GPT2CausalLMPreprocessor
+GPT2CausalLMPreprocessor, GPT2CausalLM = causal_lm_classes(
+    "GPT2", GPT2Backbone, GPT2Tokenizer)

@@ -4,14 +4,13 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_lm.models.causal_lm import CausalLM
-from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
 from keras_lm.models.decoder import (
     LLAMA_LAYOUT,
     DecoderBackbone,
     DecoderOptions,
     decoder_options,
 )
+from keras_lm.models.family import causal_lm_classes
 from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 
 
@@ -76,22 +75,5 @@ class LlamaTokenizer(SentencePieceTokenizer):
     special_tokens_spec = {"start_token": "<s>", "end_token": "</s>"}
 
 
-@keras.saving.register_keras_serializable(package="keras_lm")
-class LlamaCausalLMPreprocessor(CausalLMPreprocessor):
-    """Tokenizes and packs strings for `LlamaCausalLM` (start token, no end token by default
-    when generating)."""
-
-    backbone_cls = LlamaBackbone
-    tokenizer_cls = LlamaTokenizer
-
-
-@keras.saving.register_keras_serializable(package="keras_lm")
-class LlamaCausalLM(CausalLM):
-    """Llama for generation and fine-tuning. Default sampler: "top_k".
-
-    Example:
-    >>> lm = LlamaCausalLM.from_preset("./llama_tiny")  # doctest: +SKIP
-    """
-
-    backbone_cls = LlamaBackbone
-    preprocessor_cls = LlamaCausalLMPreprocessor
+LlamaCausalLMPreprocessor, LlamaCausalLM = causal_lm_classes(
+    "Llama", LlamaBackbone, LlamaTokenizer)

@@ -3,9 +3,8 @@
 
 import keras
 
-from keras_lm.models.causal_lm import CausalLM
-from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
 from keras_lm.models.decoder import DecoderBackbone
+from keras_lm.models.family import causal_lm_classes
 from keras_lm.models.llama import LlamaArguments
 from keras_lm.tokenizers.byte_pair_tokenizer import BytePairTokenizer
 
@@ -39,21 +38,5 @@ class Llama3Tokenizer(BytePairTokenizer):
     ignore_merges = True
 
 
-@keras.saving.register_keras_serializable(package="keras_lm")
-class Llama3CausalLMPreprocessor(CausalLMPreprocessor):
-    """Tokenizes and packs strings for `Llama3CausalLM`."""
-
-    backbone_cls = Llama3Backbone
-    tokenizer_cls = Llama3Tokenizer
-
-
-@keras.saving.register_keras_serializable(package="keras_lm")
-class Llama3CausalLM(CausalLM):
-    """Llama 3 for generation and fine-tuning. Default sampler: "top_k".
-
-    Example:
-    >>> lm = Llama3CausalLM.from_preset("./llama3_tiny")  # doctest: +SKIP
-    """
-
-    backbone_cls = Llama3Backbone
-    preprocessor_cls = Llama3CausalLMPreprocessor
+Llama3CausalLMPreprocessor, Llama3CausalLM = causal_lm_classes(
+    "Llama3", Llama3Backbone, Llama3Tokenizer)

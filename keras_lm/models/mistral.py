@@ -5,14 +5,13 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_lm.models.causal_lm import CausalLM
-from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
 from keras_lm.models.decoder import (
     LLAMA_LAYOUT,
     DecoderBackbone,
     DecoderOptions,
     decoder_options,
 )
+from keras_lm.models.family import causal_lm_classes
 from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 
 
@@ -69,21 +68,5 @@ class MistralTokenizer(SentencePieceTokenizer):
     special_tokens_spec = {"start_token": "<s>", "end_token": "</s>"}
 
 
-@keras.saving.register_keras_serializable(package="keras_lm")
-class MistralCausalLMPreprocessor(CausalLMPreprocessor):
-    """Tokenizes and packs strings for `MistralCausalLM`."""
-
-    backbone_cls = MistralBackbone
-    tokenizer_cls = MistralTokenizer
-
-
-@keras.saving.register_keras_serializable(package="keras_lm")
-class MistralCausalLM(CausalLM):
-    """Mistral for generation and fine-tuning. Default sampler: "top_k".
-
-    Example:
-    >>> lm = MistralCausalLM.from_preset("./mistral_tiny")  # doctest: +SKIP
-    """
-
-    backbone_cls = MistralBackbone
-    preprocessor_cls = MistralCausalLMPreprocessor
+MistralCausalLMPreprocessor, MistralCausalLM = causal_lm_classes(
+    "Mistral", MistralBackbone, MistralTokenizer)

@@ -1,39 +1,25 @@
 """OPT: GPT-2's layout with ReLU, learned positions (Hugging Face stores them after 2 unused
 rows; the map drops those) and a byte-level BPE whose start and end token is `</s>`."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 
-from keras_lm.models.causal_lm import CausalLM
-from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
 from keras_lm.models.decoder import DecoderBackbone, DecoderOptions
+from keras_lm.models.family import causal_lm_classes
+from keras_lm.models.gpt2 import GPT2Arguments
 from keras_lm.tokenizers.byte_pair_tokenizer import BytePairTokenizer
 
 
 @dataclass(frozen=True)
-class OPTArguments:
-    """KerasHub's `OPTBackbone` arguments."""
+class OPTArguments(GPT2Arguments):
+    """KerasHub's `OPTBackbone` arguments: GPT-2's, with 2048 positions by default."""
 
-    vocabulary_size: int
-    num_layers: int
-    num_heads: int
-    hidden_dim: int
-    intermediate_dim: int
-    dropout: float = 0.1
     max_sequence_length: int = 2048
 
     def decoder_options(self) -> DecoderOptions:
-        return DecoderOptions(
-            self.vocabulary_size, self.num_layers, self.num_heads, self.num_heads,
-            self.hidden_dim, self.intermediate_dim,
-            norm="layer",  # pre-norm LayerNorm with bias, eps 1e-5
-            activation="relu",
-            learned_positions=True,
-            max_sequence_length=self.max_sequence_length,
-            dropout=self.dropout,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-        )
+        return replace(super().decoder_options(), activation="relu",
+                       kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
@@ -57,22 +43,5 @@ class OPTTokenizer(BytePairTokenizer):
     pad_token_spec = "<pad>"
 
 
-@keras.saving.register_keras_serializable(package="keras_lm")
-class OPTCausalLMPreprocessor(CausalLMPreprocessor):
-    """Tokenizes and packs strings for `OPTCausalLM`."""
-
-    backbone_cls = OPTBackbone
-    tokenizer_cls = OPTTokenizer
-
-
-@keras.saving.register_keras_serializable(package="keras_lm")
-class OPTCausalLM(CausalLM):
-    """OPT for generation and fine-tuning. Default sampler: "top_k".
-
-    Example:
-    >>> lm = OPTCausalLM.from_preset("./opt_tiny")  # doctest: +SKIP
-    >>> lm.generate("I want to say", max_length=30)  # doctest: +SKIP
-    """
-
-    backbone_cls = OPTBackbone
-    preprocessor_cls = OPTCausalLMPreprocessor
+OPTCausalLMPreprocessor, OPTCausalLM = causal_lm_classes(
+    "OPT", OPTBackbone, OPTTokenizer)

@@ -6,14 +6,13 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_lm.models.causal_lm import CausalLM
-from keras_lm.models.causal_lm_preprocessor import CausalLMPreprocessor
 from keras_lm.models.decoder import (
     LLAMA_LAYOUT,
     DecoderBackbone,
     DecoderOptions,
     decoder_options,
 )
+from keras_lm.models.family import causal_lm_classes
 from keras_lm.tokenizers.byte_pair_tokenizer import BytePairTokenizer
 
 # Qwen's pre-tokenizer: like Llama 3's, but every digit is its own word.
@@ -129,41 +128,6 @@ class Qwen3Tokenizer(QwenTokenizer):
     backbone_cls = Qwen3Backbone
 
 
-@keras.saving.register_keras_serializable(package="keras_lm")
-class QwenCausalLMPreprocessor(CausalLMPreprocessor):
-    """Tokenizes and packs strings for `QwenCausalLM`."""
-
-    backbone_cls = QwenBackbone
-    tokenizer_cls = QwenTokenizer
-
-
-@keras.saving.register_keras_serializable(package="keras_lm")
-class Qwen3CausalLMPreprocessor(CausalLMPreprocessor):
-    """Tokenizes and packs strings for `Qwen3CausalLM`."""
-
-    backbone_cls = Qwen3Backbone
-    tokenizer_cls = Qwen3Tokenizer
-
-
-@keras.saving.register_keras_serializable(package="keras_lm")
-class QwenCausalLM(CausalLM):
-    """Qwen 2 / 2.5 for generation and fine-tuning. Default sampler: "top_k".
-
-    Example:
-    >>> lm = QwenCausalLM.from_preset("./qwen_tiny")  # doctest: +SKIP
-    """
-
-    backbone_cls = QwenBackbone
-    preprocessor_cls = QwenCausalLMPreprocessor
-
-
-@keras.saving.register_keras_serializable(package="keras_lm")
-class Qwen3CausalLM(CausalLM):
-    """Qwen 3 (dense) for generation and fine-tuning. Default sampler: "top_k".
-
-    Example:
-    >>> lm = Qwen3CausalLM.from_preset("./qwen3_tiny")  # doctest: +SKIP
-    """
-
-    backbone_cls = Qwen3Backbone
-    preprocessor_cls = Qwen3CausalLMPreprocessor
+QwenCausalLMPreprocessor, QwenCausalLM = causal_lm_classes("Qwen", QwenBackbone, QwenTokenizer)
+Qwen3CausalLMPreprocessor, Qwen3CausalLM = causal_lm_classes(
+    "Qwen3", Qwen3Backbone, Qwen3Tokenizer)

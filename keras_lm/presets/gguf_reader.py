@@ -243,10 +243,17 @@ class GGUFReader:
         return self.spec.BACKBONE_CLASS(self.config)
 
     def start_loading(self) -> None:
-        """Called before the model is built when weights will follow: the tensors are
-        dequantized meanwhile, in the order the loader asks for them (largest first)."""
-        order = sorted(self.file.tensors.values(), key=lambda t: -t.nbytes)
-        self.checkpoint.prefetch([t.name for t in order])
+        """Called before the model is built when weights will follow: on JAX, whose variables
+        take the dequantized buffers as they are, the tensors are dequantized meanwhile (the
+        embedding first). Torch copies each into its variable, so tensors waiting there
+        would be held twice: they are dequantized one at a time as the loader asks."""
+        from keras_lm.backend.host_arrays import adopts_host_memory
+
+        if not adopts_host_memory():
+            return
+        names = list(self.file.tensors)
+        names.sort(key=lambda name: name != "token_embd.weight")
+        self.checkpoint.prefetch(names)
 
     def build_backbone(self, cls, **overrides):
         try:
