@@ -93,51 +93,52 @@ def _state(model) -> dict:
     return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
 
 
-def gemma3_gguf_tensors(model) -> dict:
-    """A transformers Gemma3ForCausalLM's weights under llama.cpp names (norms as 1 + w)."""
-    state = _state(model)
-    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "post_attention_norm",
-             "pre_feedforward_layernorm": "ffn_norm",
-             "post_feedforward_layernorm": "post_ffw_norm", "self_attn.q_norm": "attn_q_norm",
-             "self_attn.k_norm": "attn_k_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate",
-             "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+LLAMA_NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+               "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+               "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+GEMMA2_NAMES = {**LLAMA_NAMES, "post_attention_layernorm": "post_attention_norm",
+                "pre_feedforward_layernorm": "ffn_norm",
+                "post_feedforward_layernorm": "post_ffw_norm"}
+QK_NORM_NAMES = {"self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
+
+
+def llama_layout_gguf_tensors(model, names: dict, norm_offset: float = 0.0,
+                              permute_qk: bool = False) -> dict:
+    """A Llama-layout transformers model's weights under llama.cpp names: `names` maps
+    Hugging Face block suffixes to llama.cpp's; Gemma's norms are stored as `norm_offset` + w;
+    Llama's q/k rows permuted for llama.cpp's RoPE kernel; biases kept where present."""
+    state, config = _state(model), model.config
     out = {"token_embd.weight": state["model.embed_tokens.weight"],
-           "output_norm.weight": state["model.norm.weight"] + 1.0}
-    if not model.config.tie_word_embeddings:
+           "output_norm.weight": state["model.norm.weight"] + norm_offset}
+    if not config.tie_word_embeddings:
         out["output.weight"] = state["lm_head.weight"]
-    for i in range(model.config.num_hidden_layers):
+    heads = {"attn_q": config.num_attention_heads, "attn_k": config.num_key_value_heads}
+    for i in range(config.num_hidden_layers):
         for theirs, ours in names.items():
-            value = state[f"model.layers.{i}.{theirs}.weight"]
-            out[f"blk.{i}.{ours}.weight"] = value + 1.0 if "norm" in ours else value
+            for kind in ("weight", "bias"):
+                value = state.get(f"model.layers.{i}.{theirs}.{kind}")
+                if value is None:
+                    continue
+                if "norm" in ours:
+                    value = value + norm_offset
+                elif permute_qk and ours in heads and kind == "weight":
+                    value = _permute(value, heads[ours])
+                out[f"blk.{i}.{ours}.{kind}"] = value
     return out
+
+
+def gemma3_gguf_tensors(model) -> dict:
+    return llama_layout_gguf_tensors(model, {**GEMMA2_NAMES, **QK_NORM_NAMES}, norm_offset=1.0)
+
+
+def llama_gguf_tensors(model) -> dict:
+    return llama_layout_gguf_tensors(model, LLAMA_NAMES, permute_qk=True)
 
 
 def _permute(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2) \
         .reshape(w.shape)
-
-
-def llama_gguf_tensors(model) -> dict:
-    """A transformers LlamaForCausalLM's weights under llama.cpp names (q/k rows permuted)."""
-    state, config = _state(model), model.config
-    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-    out = {"token_embd.weight": state["model.embed_tokens.weight"],
-           "output_norm.weight": state["model.norm.weight"]}
-    if not config.tie_word_embeddings:
-        out["output.weight"] = state["lm_head.weight"]
-    for i in range(config.num_hidden_layers):
-        prefix = f"model.layers.{i}"
-        for theirs, ours in names.items():
-            out[f"blk.{i}.{ours}.weight"] = state[f"{prefix}.{theirs}.weight"]
-        out[f"blk.{i}.attn_q.weight"] = _permute(
-            state[f"{prefix}.self_attn.q_proj.weight"], config.num_attention_heads)
-        out[f"blk.{i}.attn_k.weight"] = _permute(
-            state[f"{prefix}.self_attn.k_proj.weight"], config.num_key_value_heads)
-    return out
 
 
 def gpt2_gguf_tensors(model) -> dict:

@@ -274,3 +274,121 @@ def test_two_gguf_files_in_a_folder_are_ambiguous(tmp_path):
     _tiny(tmp_path, "b.gguf")
     with pytest.raises(ValueError, match="several GGUF files"):
         keras_lm.models.CausalLM.from_preset(str(tmp_path))
+
+
+# -- the other architectures GGUF writers emit among ours --------------------------------
+# Written in float32 and compared with the transformers model they were written from (the
+# GGUF loader of transformers has no Gemma 1 support), so every transform is checked exactly.
+
+def _family_case(kind, vocab_size):
+    import transformers
+
+    from tests.gguf_files import GEMMA2_NAMES, LLAMA_NAMES, QK_NORM_NAMES
+
+    llama_like = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=48,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=128)
+    metadata = {"context_length": 128, "embedding_length": 32, "block_count": 2,
+                "feed_forward_length": 48, "attention.head_count": 4,
+                "attention.head_count_kv": 2, "attention.layer_norm_rms_epsilon": 1e-6}
+    if kind == "gemma":
+        config = transformers.GemmaConfig(**llama_like, head_dim=16)
+        model_cls, names, offset = transformers.GemmaForCausalLM, LLAMA_NAMES, 1.0
+        metadata.update({"attention.key_length": 16, "rope.freq_base": 10000.0})
+    elif kind == "gemma2":
+        config = transformers.Gemma2Config(**llama_like, head_dim=16, sliding_window=4,
+                                           query_pre_attn_scalar=16,
+                                           attn_logit_softcapping=2.0,
+                                           final_logit_softcapping=3.0)
+        model_cls, names, offset = transformers.Gemma2ForCausalLM, GEMMA2_NAMES, 1.0
+        metadata.update({"attention.key_length": 16, "attention.sliding_window": 4,
+                         "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0,
+                         "rope.freq_base": 10000.0})
+    elif kind == "qwen2":
+        config = transformers.Qwen2Config(**llama_like, tie_word_embeddings=False,
+                                          rope_theta=1e6)
+        model_cls, names, offset = transformers.Qwen2ForCausalLM, LLAMA_NAMES, 0.0
+        metadata.update({"rope.freq_base": 1e6})
+    else:
+        config = transformers.Qwen3Config(**llama_like, head_dim=16, tie_word_embeddings=True,
+                                          rope_theta=1e6)
+        model_cls, names, offset = (transformers.Qwen3ForCausalLM,
+                                    {**LLAMA_NAMES, **QK_NORM_NAMES}, 0.0)
+        metadata.update({"attention.key_length": 16, "rope.freq_base": 1e6})
+    torch.manual_seed(0)
+    model = model_cls(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "norm" in name or "bias" in name:
+                parameter.normal_(0.0, 0.5)
+    return model, names, offset, metadata
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("gemma", "GemmaCausalLM"), ("gemma2", "GemmaCausalLM"), ("qwen2", "QwenCausalLM"),
+    ("qwen3", "Qwen3CausalLM")])
+def test_other_architectures_load_from_gguf(tmp_path, kind, expected):
+    from tests.gguf_files import llama_layout_gguf_tensors
+
+    if kind.startswith("gemma"):
+        vocab_size, tokenizer = VOCAB, sentencepiece_metadata(_sp_proto(), size=VOCAB)
+    else:
+        from keras_lm.demo import DEMO_WORDS, byte_level_vocabulary
+
+        vocab, merges = byte_level_vocabulary(DEMO_WORDS, ascii_only=True)
+        tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+        tokens[0] = "<|endoftext|>"
+        tokens.append("<|im_end|>")
+        vocab_size = len(tokens)
+        tokenizer = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2",
+                     "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.merges": merges,
+                     "tokenizer.ggml.token_type": [3] + [1] * (len(tokens) - 2) + [3]}
+    model, names, offset, metadata = _family_case(kind, vocab_size)
+    metadata.update(tokenizer)
+    path = tmp_path / f"tiny-{kind}.gguf"
+    write_gguf(path, kind, metadata, llama_layout_gguf_tensors(model, names, offset))
+    lm = keras_lm.models.CausalLM.from_preset(str(path))
+    assert type(lm).__name__ == expected
+    _assert_logits_match(lm, model, vocab_size)
+    if not kind.startswith("gemma"):
+        ids = lm.preprocessor.tokenizer("the quick fox").tolist()
+        assert ids[0] == vocab["the"] and vocab["quick"] in ids
+        assert lm.preprocessor.tokenizer.detokenize(ids) == "the quick fox"
+        assert vocab_size - 1 in lm.preprocessor.tokenizer.generation_stop_ids()
+    prompts = [random_ids(1, n, VOCAB, seed=n)[0] for n in (3, 7)]
+    assert_greedy_matches_transformers(lm, model, prompts, width=12)
+
+
+def test_llama3_gguf_gets_the_llama3_classes_and_per_frequency_rope_is_refused(tmp_path):
+    import transformers
+
+    from keras_lm.demo import DEMO_WORDS, byte_level_vocabulary
+
+    vocab, merges = byte_level_vocabulary(DEMO_WORDS, ascii_only=True)
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    tokens += ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    size = len(tokens)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=size, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+        rope_theta=500000.0)).eval()
+    metadata = {"context_length": 128, "embedding_length": 32, "block_count": 1,
+                "feed_forward_length": 48, "attention.head_count": 4,
+                "attention.head_count_kv": 2, "rope.dimension_count": 8,
+                "attention.layer_norm_rms_epsilon": 1e-6, "rope.freq_base": 500000.0,
+                "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "llama-bpe",
+                "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.merges": merges,
+                "tokenizer.ggml.token_type": [1] * (size - 3) + [3, 3, 3],
+                "tokenizer.ggml.bos_token_id": size - 3, "tokenizer.ggml.eos_token_id": size - 2}
+    tensors = llama_gguf_tensors(model)
+    write_gguf(tmp_path / "llama3.gguf", "llama", metadata, tensors)
+    lm = keras_lm.models.CausalLM.from_preset(str(tmp_path / "llama3.gguf"))
+    assert isinstance(lm, keras_lm.models.Llama3CausalLM)
+    _assert_logits_match(lm, model, size)
+    assert lm.preprocessor.prompt_rows(["the fox"])[0][0] == size - 3
+    assert size - 1 in lm.preprocessor.tokenizer.generation_stop_ids()  # <|eot_id|>
+    tensors["rope_freqs.weight"] = np.ones(4)
+    write_gguf(tmp_path / "llama31.gguf", "llama", metadata, tensors)
+    with pytest.raises(ValueError, match="rope_freqs"):
+        keras_lm.models.CausalLM.from_preset(str(tmp_path / "llama31.gguf"))

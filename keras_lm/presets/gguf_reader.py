@@ -31,6 +31,15 @@ _GEMMA3_BLOCK = {
     "post_ffw_norm": "post_feedforward_layernorm",
     "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
 }
+_GEMMA2_BLOCK = {
+    **_LLAMA_BLOCK, "ffn_norm": "pre_feedforward_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+_QWEN_BLOCK = {
+    **_LLAMA_BLOCK, "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+}
 _GPT2_BLOCK = {
     "attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj",
     "ffn_norm": "ln_2", "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj",
@@ -100,6 +109,35 @@ def gemma3_config(metadata: dict, vocabulary_size: int, tied: bool) -> dict:
     return config
 
 
+def gemma_config(metadata: dict, vocabulary_size: int, tied: bool, arch: str = "gemma") -> dict:
+    config = _common_config(metadata, arch, vocabulary_size, tied)
+    head_dim = _get(metadata, arch, "attention.key_length", 256)
+    # llama.cpp's rule: Gemma 2 27B (46 layers) scales queries by hidden/heads.
+    width = config["hidden_size"] // config["num_attention_heads"]
+    large = arch == "gemma2" and config["num_hidden_layers"] == 46
+    config.update(
+        model_type=arch, head_dim=head_dim, query_pre_attn_scalar=width if large else head_dim,
+        rope_theta=_get(metadata, arch, "rope.freq_base", 10_000.0),
+    )
+    if arch == "gemma2":
+        config.update(
+            sliding_window=_get(metadata, arch, "attention.sliding_window", 4096),
+            attn_logit_softcapping=metadata.get("gemma2.attn_logit_softcapping"),
+            final_logit_softcapping=metadata.get("gemma2.final_logit_softcapping"),
+        )
+    return config
+
+
+def qwen_config(metadata: dict, vocabulary_size: int, tied: bool, arch: str = "qwen2") -> dict:
+    config = _common_config(metadata, arch, vocabulary_size, tied)
+    config.update(model_type=arch, rope_theta=_get(metadata, arch, "rope.freq_base", 1e6),
+                  rope_scaling=_linear_rope(metadata, arch))
+    if arch == "qwen3":
+        config["head_dim"] = _get(metadata, arch, "attention.key_length",
+                                  config["hidden_size"] // config["num_attention_heads"])
+    return config
+
+
 def llama_config(metadata: dict, vocabulary_size: int, tied: bool) -> dict:
     config = _common_config(metadata, "llama", vocabulary_size, tied)
     config.update(model_type="llama",
@@ -141,7 +179,7 @@ def _transpose(w):
     return w.T
 
 
-def _gemma3_transforms(config):
+def _gemma3_transforms(config):  # every Gemma generation
     return {"norm": _gemma_norm}
 
 
@@ -154,8 +192,19 @@ def _gpt2_transforms(config):
     return {name: _transpose for name in ("attn_qkv", "attn_output", "ffn_up", "ffn_down")}
 
 
+def _no_transforms(config):
+    return {}
+
+
 # architecture: (Hugging Face module name, config, block names, top names, transforms, prefix)
 ARCHITECTURES = {
+    "gemma": ("hf_gemma", gemma_config, _LLAMA_BLOCK | {"ffn_norm": "post_attention_layernorm"},
+              _LLAMA_TOP, _gemma3_transforms, "model.layers"),
+    "gemma2": ("hf_gemma", lambda m, v, t: gemma_config(m, v, t, "gemma2"), _GEMMA2_BLOCK,
+               _LLAMA_TOP, _gemma3_transforms, "model.layers"),
+    "qwen2": ("hf_qwen", qwen_config, _QWEN_BLOCK, _LLAMA_TOP, _no_transforms, "model.layers"),
+    "qwen3": ("hf_qwen", lambda m, v, t: qwen_config(m, v, t, "qwen3"), _QWEN_BLOCK,
+              _LLAMA_TOP, _no_transforms, "model.layers"),
     "gemma3": ("hf_gemma3", gemma3_config, _GEMMA3_BLOCK, _LLAMA_TOP, _gemma3_transforms,
                "model.layers"),
     "llama": ("hf_llama", llama_config, _LLAMA_BLOCK | {"ffn_norm": "post_attention_layernorm"},
@@ -233,6 +282,11 @@ class GGUFReader:
         if embedding is None:
             raise ValueError(f"{path} has no token_embd.weight tensor.")
         tied = "output.weight" not in self.file.tensors
+        if "rope_freqs.weight" in self.file.tensors:
+            raise ValueError(
+                f"{path} scales RoPE per frequency (`rope_freqs`, Llama 3.1 and later), which "
+                "GGUF loading does not support yet; load the Hugging Face checkpoint instead."
+            )
         try:
             self.config = make_config(self.file.metadata, embedding.shape[0], tied)
         except (KeyError, TypeError, ValueError) as error:
@@ -240,6 +294,11 @@ class GGUFReader:
         self.checkpoint = GGUFCheckpoint(self.file, block, top, transforms(self.config), prefix)
 
     def backbone_class(self):
+        if self.config.get("model_type") == "llama" and \
+                self.file.metadata.get("tokenizer.ggml.model") == "gpt2":
+            from keras_lm.models.llama3 import Llama3Backbone
+
+            return Llama3Backbone  # Llama 3's byte-level BPE
         return self.spec.BACKBONE_CLASS(self.config)
 
     def start_loading(self) -> None:
@@ -282,7 +341,8 @@ class GGUFReader:
             return family_cls(proto=sentencepiece_proto(metadata, self.path), **kwargs)
         if kind == "gpt2" and issubclass(family_cls, BytePairTokenizer):
             vocabulary, merges, special = byte_pair_vocabulary(metadata, self.path)
-            return family_cls(vocabulary=vocabulary, merges=merges, **kwargs)
+            return family_cls(vocabulary=vocabulary, merges=merges,
+                              unsplittable_tokens=special, **kwargs)
         raise ValueError(
             f"{self.path}: its {kind!r} tokenizer does not fit {family_cls.__name__} "
             "(for example a Llama 3 file, whose byte-level BPE needs the Llama3 classes)."
@@ -291,7 +351,8 @@ class GGUFReader:
     def preprocessor_config(self) -> dict:
         config = self.spec.preprocessor_config(self.config)
         add_bos = self.file.metadata.get("tokenizer.ggml.add_bos_token")
-        if add_bos is not None and self.config.get("model_type") != "gpt2":
+        if add_bos is not None and self.config.get("model_type") not in ("gpt2", "qwen2",
+                                                                        "qwen3"):
             config["add_start_token"] = bool(add_bos)
         return config
 

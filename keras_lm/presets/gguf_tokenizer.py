@@ -95,5 +95,5 @@ def byte_pair_vocabulary(metadata: dict, source: str) -> tuple[dict, list[str], 
     for index, token in enumerate(tokens):
         vocabulary.setdefault(token, index)
     types = _token_types(metadata, len(tokens))
-    special = [tokens[i] for i in np.flatnonzero(types == CONTROL)]
+    special = [tokens[i] for i in np.flatnonzero((types == CONTROL) | (types == USER_DEFINED))]
     return vocabulary, list(merges), special
