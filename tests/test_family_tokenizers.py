@@ -159,3 +159,21 @@ def test_gemma3_folder_with_only_tokenizer_json(tmp_path):
     lm.save_to_preset(str(tmp_path / "saved"))  # the JSON travels as an asset
     again = keras_lm.models.CausalLM.from_preset(str(tmp_path / "saved"))
     assert again.preprocessor.tokenizer("hello world").tolist() == ours("hello world").tolist()
+
+
+def test_generation_config_stop_ids_are_honoured_and_saved(tmp_path):
+    from keras_lm.models.qwen import QWEN_SPLIT_PATTERN
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|custom_stop|>"]
+    tokenizer = _train_tokenizer_json(tmp_path, QWEN_SPLIT_PATTERN, special)
+    _save_model(tmp_path, "qwen2", tokenizer.get_vocab_size())
+    custom = tokenizer.token_to_id("<|custom_stop|>")
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [custom]}))
+    lm = keras_lm.models.CausalLM.from_preset(str(tmp_path))
+    assert custom in lm.preprocessor.tokenizer.generation_stop_ids()
+    lm.save_to_preset(str(tmp_path / "saved"))
+    again = keras_lm.models.CausalLM.from_preset(str(tmp_path / "saved"))
+    assert custom in again.preprocessor.tokenizer.generation_stop_ids()
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": "x"}))
+    with pytest.raises(ValueError, match="eos_token_id"):
+        keras_lm.models.CausalLM.from_preset(str(tmp_path))

@@ -337,6 +337,10 @@ class GGUFReader:
 
         metadata = self.file.metadata
         kind = tokenizer_kind(metadata, self.path)
+        stops = [metadata[f"tokenizer.ggml.{name}_token_id"] for name in ("eos", "eot", "eom")
+                 if f"tokenizer.ggml.{name}_token_id" in metadata]
+        if stops:
+            kwargs.setdefault("stop_token_ids", [int(i) for i in stops])
         if kind == "llama" and issubclass(family_cls, SentencePieceTokenizer):
             return family_cls(proto=sentencepiece_proto(metadata, self.path), **kwargs)
         if kind == "gpt2" and issubclass(family_cls, BytePairTokenizer):

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from keras_lm.checks import json_object, read_json_file
 from keras_lm.presets.conversion import ConversionMap, apply_conversion, build_checked
 from keras_lm.presets.safetensors_io import SafetensorsCheckpoint
 
@@ -60,7 +61,23 @@ class HuggingFaceReader:
         )
 
     def tokenizer(self, family_cls, **kwargs):
+        stops = self.generation_stop_ids()
+        if stops:
+            kwargs.setdefault("stop_token_ids", stops)
         return self.spec.build_tokenizer(family_cls, self.path, self.config, **kwargs)
+
+    def generation_stop_ids(self) -> list[int]:
+        """`eos_token_id` of `generation_config.json` (an id or a list), if the folder has it."""
+        path = os.path.join(self.path, "generation_config.json")
+        if not os.path.isfile(path):
+            return []
+        eos = json_object(read_json_file(path, "generation config"), path,
+                          "generation config").get("eos_token_id")
+        ids = eos if isinstance(eos, list) else [eos]
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                   for i in ids if i is not None):
+            raise ValueError(f"{path}: `eos_token_id` must be a token id or a list of them.")
+        return [i for i in ids if i is not None]
 
     def preprocessor_config(self) -> dict:
         return self.spec.preprocessor_config(self.config)

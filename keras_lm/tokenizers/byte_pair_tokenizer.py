@@ -78,10 +78,12 @@ class BytePairTokenizer(Tokenizer):
         split_pattern: str | None = None,
         normalization: str | None = None,
         dtype: str = "int32",
+        stop_token_ids=None,
         name=None,
         **kwargs,
     ):
-        super().__init__(sequence_length=sequence_length, dtype=dtype, name=name)
+        super().__init__(sequence_length=sequence_length, dtype=dtype, name=name,
+                         stop_token_ids=stop_token_ids)
         if kwargs:
             raise TypeError(f"Unexpected arguments for {type(self).__name__}: {sorted(kwargs)}")
         if normalization not in (None, "NFC"):

@@ -78,12 +78,14 @@ class SentencePieceTokenizer(Tokenizer):
         proto=None,
         sequence_length: int | None = None,
         dtype: str = "int32",
+        stop_token_ids=None,
         special_tokens_in_strings: bool = False,
         tokenizer_json: str | None = None,
         name=None,
         **kwargs,
     ):
-        super().__init__(sequence_length=sequence_length, dtype=dtype, name=name)
+        super().__init__(sequence_length=sequence_length, dtype=dtype, name=name,
+                         stop_token_ids=stop_token_ids)
         if kwargs:
             raise TypeError(f"Unexpected arguments for {type(self).__name__}: {sorted(kwargs)}")
         self.special_tokens_in_strings = bool(special_tokens_in_strings)

@@ -70,7 +70,8 @@ class Tokenizer(PresetMixin):
     extra_stop_tokens: tuple = ()  # also end generation (e.g. a chat turn's end), when present
     asset_files: tuple = ()
 
-    def __init__(self, sequence_length: int | None = None, dtype: str = "int32", name=None):
+    def __init__(self, sequence_length: int | None = None, dtype: str = "int32", name=None,
+                 stop_token_ids=None):
         if sequence_length is not None and (
             not isinstance(sequence_length, int) or sequence_length <= 0
         ):
@@ -79,6 +80,8 @@ class Tokenizer(PresetMixin):
             )
         self.sequence_length = sequence_length
         self.dtype = dtype
+        # More ids that end generation (a checkpoint's generation_config.json `eos_token_id`).
+        self.stop_token_ids = tuple(int(i) for i in (stop_token_ids or ()))
         self.name = name or type(self).__name__
         self.start_token_id = self.end_token_id = None
         self.pad_token_id = 0
@@ -112,6 +115,7 @@ class Tokenizer(PresetMixin):
     def generation_stop_ids(self) -> tuple[int, ...]:
         """The token ids that end generation by default: the end token and `extra_stop_tokens`."""
         ids = [self.end_token_id] + [self.token_to_id(t) for t in self.extra_stop_tokens]
+        ids += [i for i in self.stop_token_ids if 0 <= i < self.id_limit()]
         return tuple(dict.fromkeys(int(i) for i in ids if i is not None))
 
     @property
@@ -167,7 +171,10 @@ class Tokenizer(PresetMixin):
 
     # -- serialization ------------------------------------------------------------------------
     def get_config(self) -> dict:
-        return {"name": self.name, "sequence_length": self.sequence_length, "dtype": self.dtype}
+        config = {"name": self.name, "sequence_length": self.sequence_length, "dtype": self.dtype}
+        if self.stop_token_ids:
+            config["stop_token_ids"] = list(self.stop_token_ids)
+        return config
 
     @classmethod
     def from_config(cls, config: dict):
