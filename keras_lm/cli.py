@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--stream", action="store_true",
                      help="Print text as it is generated (one prompt at a time).")
 
+    score = sub.add_parser("score", help="Per-token log-probabilities and perplexity of a "
+                                         "text file.")
+    score.add_argument("file", help="UTF-8 text file ('-' reads standard input).")
+    score.add_argument("--preset", default=None, help="As for generate.")
+    score.add_argument("--window", type=int, default=None,
+                       help="Tokens scored per forward pass (default: the preprocessor's "
+                            "sequence length).")
+
     sub.add_parser("presets", help="List built-in preset names.")
 
     convert = sub.add_parser("convert", help="Load any supported checkpoint, save a native preset.")
@@ -95,6 +103,8 @@ def _run(args) -> int:
         return 0
     if args.command == "convert":
         return _convert(args, keras_lm)
+    if args.command == "score":
+        return _score(args, keras_lm)
     return _generate(args, keras_lm)
 
 
@@ -129,6 +139,53 @@ def _convert(args, keras_lm) -> int:
     lm = keras_lm.models.CausalLM.from_preset(args.source)
     lm.save_to_preset(args.destination, overwrite=args.overwrite)
     print(f"Saved {type(lm).__name__} to {args.destination}")
+    return 0
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as error:
+        raise CommandError(f"{path} is not UTF-8 text ({error.reason} at byte "
+                           f"{error.start})") from None
+
+
+def _score(args, keras_lm) -> int:
+    """Print `token<TAB>log-prob` for every token after the first, then the perplexity."""
+    import math
+
+    import numpy as np
+
+    from keras_lm.backend import ops
+    from keras_lm.presets.builtin import DEFAULT_PRESET
+
+    text = _read_text(args.file)
+    lm = keras_lm.models.CausalLM.from_preset(args.preset or DEFAULT_PRESET)
+    if lm.preprocessor is None:
+        raise CommandError("this preset has no tokenizer, so it cannot score text")
+    ids = lm.preprocessor.prompt_rows([text])[0]
+    if len(ids) < 2:
+        raise CommandError(f"{args.file} holds fewer than two tokens: nothing to score")
+    window = args.window or lm.preprocessor.sequence_length
+    if window < 2:
+        raise CommandError("--window must be at least 2")
+    tokenizer, total, count = lm.preprocessor.tokenizer, 0.0, 0
+    starts = range(0, len(ids) - 1, window - 1)  # each window re-reads its first token
+    if len(starts) > 1 and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="Scoring", unit="window")
+    for start in starts:
+        chunk = ids[start:start + window][None]
+        losses = ops.convert_to_numpy(lm.score(
+            chunk[:, :-1], scoring_mode="loss", target_ids=chunk[:, 1:]))[0]
+        for token, loss in zip(chunk[0, 1:], losses, strict=True):
+            print(f"{tokenizer.id_to_token(int(token))!r}\t{-float(loss):.4f}")
+        total, count = total + float(np.sum(losses)), count + len(losses)
+    print(f"perplexity: {math.exp(total / count):.4f} over {count} tokens")
     return 0
 
 

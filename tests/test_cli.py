@@ -109,3 +109,32 @@ def test_an_unexpected_error_says_it_is_a_bug(gpt2_preset, monkeypatch, capsys):
     assert main(["generate", "the", "--preset", gpt2_preset]) == 1
     err = capsys.readouterr().err
     assert "This is a bug; please report it" in err and "something internal" in err
+
+
+def test_score_prints_log_probs_and_the_perplexity(gpt2_preset, tmp_path, capsys):
+    import math
+
+    import numpy as np
+
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumped over the lazy dog")
+    assert main(["score", str(text), "--preset", gpt2_preset, "--window", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    log_probs = [float(line.rsplit("\t", 1)[1]) for line in lines[:-1]]
+    lm = keras_lm.models.CausalLM.from_preset(gpt2_preset)
+    ids = lm.preprocessor.prompt_rows(["the quick brown fox jumped over the lazy dog"])[0]
+    assert len(log_probs) == len(ids) - 1 and all(lp < 0 for lp in log_probs)
+    # The first window's scores equal one forward pass over those tokens.
+    logits = np.asarray(lm.score(ids[None, :3]))[0].astype("float64")
+    expected = [logits[i, ids[i + 1]] - np.log(np.exp(logits[i]).sum()) for i in range(2)]
+    np.testing.assert_allclose(log_probs[:2], expected, atol=1e-4)
+    perplexity = float(lines[-1].split()[1])
+    assert math.isclose(perplexity, math.exp(-np.mean(log_probs)), rel_tol=1e-3)
+
+
+def test_score_errors_are_one_line(gpt2_preset, tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe not utf-8")
+    assert main(["score", str(bad), "--preset", gpt2_preset]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "missing.txt"), "--preset", gpt2_preset]) == 2
