@@ -125,7 +125,9 @@ def test_score_prints_log_probs_and_the_perplexity(gpt2_preset, tmp_path, capsys
     ids = lm.preprocessor.prompt_rows(["the quick brown fox jumped over the lazy dog"])[0]
     assert len(log_probs) == len(ids) - 1 and all(lp < 0 for lp in log_probs)
     # The first window's scores equal one forward pass over those tokens.
-    logits = np.asarray(lm.score(ids[None, :3]))[0].astype("float64")
+    import keras
+
+    logits = keras.ops.convert_to_numpy(lm.score(ids[None, :3]))[0].astype("float64")
     expected = [logits[i, ids[i + 1]] - np.log(np.exp(logits[i]).sum()) for i in range(2)]
     np.testing.assert_allclose(log_probs[:2], expected, atol=1e-4)
     perplexity = float(lines[-1].split()[1])
