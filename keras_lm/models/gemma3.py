@@ -12,7 +12,7 @@ from keras_lm.models.decoder import (
     decoder_options,
 )
 from keras_lm.models.family import causal_lm_classes
-from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
+from keras_lm.models.gemma import GemmaTokenizer
 
 
 def local_layer_pattern(num_layers: int, use_sliding_window: bool, pattern: int) -> tuple:
@@ -101,14 +101,10 @@ class Gemma3Backbone(DecoderBackbone):
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class Gemma3Tokenizer(SentencePieceTokenizer):
-    """Gemma 3's SentencePiece tokenizer: `<bos>` starts, `<eos>` ends, `<pad>` pads; generation
-    also stops at `<end_of_turn>` when the vocabulary has it."""
+class Gemma3Tokenizer(GemmaTokenizer):
+    """Gemma 3's SentencePiece tokenizer: Gemma's special tokens and stops."""
 
     backbone_cls = Gemma3Backbone
-    special_tokens_spec = {"start_token": "<bos>", "end_token": "<eos>"}
-    pad_token_spec = "<pad>"
-    extra_stop_tokens = ("<end_of_turn>",)
 
 
 Gemma3CausalLMPreprocessor, Gemma3CausalLM = causal_lm_classes(
