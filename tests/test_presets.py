@@ -129,7 +129,7 @@ def test_failed_save_leaves_no_partial_folder(gpt2_lm, tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(type(gpt2_lm.backbone), "save_weights", explode)
+    monkeypatch.setattr("keras_lm.presets.native.save_keras_hub_weights", explode)
     with pytest.raises(RuntimeError, match="disk full"):
         gpt2_lm.save_to_preset(str(target))
     assert not target.exists()
@@ -140,7 +140,7 @@ def test_failed_save_keeps_the_previous_preset(gpt2_lm, tmp_path, monkeypatch):
     target = tmp_path / "out"
     gpt2_lm.save_to_preset(str(target))
     before = sorted(os.listdir(target))
-    monkeypatch.setattr(type(gpt2_lm.backbone), "save_weights",
+    monkeypatch.setattr("keras_lm.presets.native.save_keras_hub_weights",
                         lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         gpt2_lm.save_to_preset(str(target))

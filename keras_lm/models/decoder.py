@@ -99,7 +99,13 @@ class DecoderBackbone(Backbone):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dataclasses.asdict(self._arguments))
+        # Our arguments beyond KerasHub's are written only when they differ from their default,
+        # so a preset that uses none of them loads in KerasHub.
+        beyond = getattr(self.arguments, "beyond_keras_hub", ())
+        for f in dataclasses.fields(self._arguments):
+            value = getattr(self._arguments, f.name)
+            if f.name not in beyond or value != f.default:
+                config[f.name] = value
         config["dtype"] = self.serialized_dtype()
         return config
 
@@ -317,7 +323,10 @@ def _family_init(arguments):
         self._build_decoder(values.decoder_options(), dtype=dtype, **keras_kwargs)
         self._arguments = values
         for field in fields:
-            setattr(self, field.name, getattr(values, field.name))
+            value = getattr(values, field.name)
+            if value is None and getattr(self, field.name, None) is not None:
+                continue  # keep what the decoder resolved (e.g. `head_dim=None`: width / heads)
+            setattr(self, field.name, value)
 
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     for field in fields:

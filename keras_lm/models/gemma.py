@@ -3,6 +3,7 @@ embeddings; Gemma 2 adds post-norms, logit soft-caps, and a sliding window on ev
 layer (the first, third, ...)."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import keras
 
@@ -26,6 +27,8 @@ class GemmaArguments:
     state it (Hugging Face's `query_pre_attn_scalar`): Gemma 2 27B uses 144 with head_dim 128,
     which KerasHub, ignoring the scalar, gets wrong.
     """
+
+    beyond_keras_hub: ClassVar[tuple] = ("rope_max_wavelength", "query_pre_attention_scalar")
 
     vocabulary_size: int
     num_layers: int

@@ -2,6 +2,7 @@
 sqrt(d)-scaled tied embeddings, and 5 sliding-window layers per global layer."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import keras
 
@@ -26,6 +27,10 @@ class Gemma3Arguments:
     wavelengths, the local/global pattern, `query_pre_attention_scalar` (Hugging Face's
     `query_pre_attn_scalar`) and `tie_word_embeddings`, so every text checkpoint maps exactly."""
 
+    beyond_keras_hub: ClassVar[tuple] = ("local_rope_wavelength", "global_rope_wavelength",
+                                           "sliding_window_pattern", "query_pre_attention_scalar",
+                                           "tie_word_embeddings")
+
     vocabulary_size: int
     num_layers: int
     num_query_heads: int
@@ -45,6 +50,10 @@ class Gemma3Arguments:
     local_rope_scaling_factor: float = 1.0
     global_rope_scaling_factor: float = 1.0
     vision_encoder: None = None
+    use_bidirectional_attention: bool = False
+    is_embedding_model: bool = False
+    pooling_intermediate_dim: int | None = None
+    embedding_dim: int | None = None
     layer_norm_epsilon: float = 1e-6
     dropout: float = 0.0
     local_rope_wavelength: float = 10_000.0
@@ -59,6 +68,10 @@ class Gemma3Arguments:
                 "Gemma3Backbone here is text-only: `vision_encoder` must be None. "
                 "Load the text part of a Gemma 3 checkpoint instead."
             )
+        if self.use_bidirectional_attention or self.is_embedding_model:
+            raise ValueError("Gemma3Backbone here is a causal language model: "
+                             "`use_bidirectional_attention` and `is_embedding_model` "
+                             "(EmbeddingGemma) are not supported.")
         scalar = self.query_pre_attention_scalar
         if scalar is None:
             scalar = self.head_dim if self.query_head_dim_normalize \

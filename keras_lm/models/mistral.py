@@ -2,6 +2,7 @@
 `head_dim` (Mistral NeMo's 128 with a 5120 width)."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import keras
 
@@ -19,6 +20,8 @@ from keras_lm.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 class MistralArguments:
     """KerasHub's `MistralBackbone` arguments; beyond it `head_dim` (None: width / heads) and
     `tie_word_embeddings`. `sliding_window=None` attends to the whole sequence (v0.2, v0.3)."""
+
+    beyond_keras_hub: ClassVar[tuple] = ("tie_word_embeddings",)
 
     vocabulary_size: int
     num_layers: int

@@ -7,8 +7,13 @@ import keras
 
 from keras_lm.checks import json_object, read_json_file
 from keras_lm.layers.initializers import weights_to_be_loaded
-from keras_lm.presets import native, safe_write
+from keras_lm.presets import keras_hub_layout, native, safe_write
 from keras_lm.presets.conversion import build_checked, check_finite
+from keras_lm.presets.keras_hub_weights import (
+    load_keras_hub_weights,
+    stored_tied_embeddings,
+    weights_present,
+)
 from keras_lm.presets.resolve import resolve_preset
 
 
@@ -61,19 +66,51 @@ class NativeReader:
 
     def backbone_class(self):
         config = self.backbone_config()
-        name = config.get("registered_name") or config.get("class_name")
-        cls = keras.saving.get_registered_object(name)
+        cls = registered_class(config)
         if cls is None:
+            name = config.get("registered_name") or config.get("class_name")
             raise ValueError(f"Unknown backbone class {name!r} in {self._file('config.json')}")
         return cls
+
+    def keras_hub_layout(self) -> bool:
+        """Whether the weights are laid out as KerasHub writes them (else as Keras writes
+        our own layers: presets saved by keras_lm 0.1)."""
+        name = self.backbone_config().get("registered_name") or ""
+        return not name.startswith("keras_lm>")
 
     def build_backbone(self, cls, **overrides):
         config = dict(self.backbone_config()["config"])
         config.update(overrides)
-        # from_config: it rebuilds a quantized model from its DTypePolicyMap.
-        return build_checked(cls, config, self._file(native.CONFIG_FILE), cls.from_config)
+        source = self._file(native.CONFIG_FILE)
+        if (self.keras_hub_layout() and "tie_word_embeddings" not in config
+                and "tie_word_embeddings" in inspect.signature(cls.__init__).parameters
+                and weights_present(self.path)):
+            config["tie_word_embeddings"] = stored_tied_embeddings(self.path, cls)
+        policy = config.get("dtype")
+        if not (self.keras_hub_layout() and isinstance(policy, dict)
+                and policy.get("class_name") == "DTypePolicyMap"):
+            # from_config: it rebuilds a quantized model from its DTypePolicyMap.
+            return build_checked(cls, config, source, cls.from_config)
+        # KerasHub names the quantized layers by its own layer paths: build the float model,
+        # then quantize the layers those paths are ours.
+        policy_map = keras.dtype_policies.deserialize(policy)
+        config["dtype"] = policy_map.default_policy
+        backbone = build_checked(cls, config, source)
+        ours = keras.dtype_policies.DTypePolicyMap(default_policy=policy_map.default_policy)
+        try:
+            for theirs, path in keras_hub_layout.our_policy_paths(
+                    backbone, list(policy_map.keys())).items():
+                ours[path] = policy_map[theirs]
+            backbone.requantize(ours)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+        return backbone
 
     def load_weights(self, backbone) -> None:
+        if self.keras_hub_layout():
+            source = load_keras_hub_weights(backbone, self.path)
+            check_finite(backbone.weights, source)
+            return
         path = self._file(native.WEIGHTS_FILE)
         if not os.path.isfile(path):
             raise ValueError(f"Preset weights are missing: {path}")
@@ -101,8 +138,8 @@ class NativeReader:
     def tokenizer(self, family_cls, **kwargs):
         source = self._file(native.TOKENIZER_FILE)
         config = read_serialized(source)
-        cls = keras.saving.get_registered_object(config.get("registered_name")) or family_cls
-        params = dict(config["config"])
+        cls = registered_class(config) or family_cls
+        params = keras_hub_tokenizer_config(config["config"], source)
         params.update({k: v for k, v in self._assets_config(cls).items() if params.get(k) is None})
         params.update(kwargs)
         try:
@@ -116,6 +153,8 @@ class NativeReader:
             return {}
         config = dict(read_serialized(path)["config"])
         config.pop("tokenizer", None)
+        for key in KERAS_HUB_PREPROCESSOR_ONLY:
+            config.pop(key, None)
         return config
 
     def task_config(self) -> dict:
@@ -126,6 +165,41 @@ class NativeReader:
         for key in ("backbone", "preprocessor"):
             config.pop(key, None)
         return config
+
+
+# KerasHub's bookkeeping, and its image inputs (we load the text part of a model).
+KERAS_HUB_PREPROCESSOR_ONLY = ("config_file", "trainable", "dtype", "num_vision_tokens_per_image",
+                               "max_images_per_prompt")
+KERAS_HUB_TOKENIZER_ONLY = ("config_file", "trainable", "has_vision_tokens")
+
+
+def keras_hub_tokenizer_config(config: dict, source: str) -> dict:
+    """A tokenizer config of ours or of KerasHub, as our tokenizer's arguments."""
+    config = {k: v for k, v in config.items() if k not in KERAS_HUB_TOKENIZER_ONLY}
+    for key in ("add_bos", "add_eos"):  # KerasHub's SentencePiece tokenizers: False in presets
+        if config.pop(key, False):
+            raise ValueError(f"{source}: `{key}=True` is not supported; the preprocessor adds "
+                             "the start and end tokens.")
+    dtype = config.get("dtype")
+    if isinstance(dtype, dict):  # KerasHub serializes the policy; ours is its name
+        config["dtype"] = (dtype.get("config") or {}).get("name", "int32")
+    return config
+
+
+def registered_class(config: dict):
+    """Our class for a serialized object of ours or of KerasHub (`keras_hub>LlamaBackbone`,
+    and `keras_nlp>...` from before KerasHub's rename), or None."""
+    name = config.get("registered_name") or config.get("class_name") or ""
+    package, _, class_name = name.rpartition(">")
+    if package in ("keras_hub", "keras_nlp"):
+        import keras_lm
+
+        for namespace in (keras_lm.models, keras_lm.tokenizers):
+            cls = getattr(namespace, class_name, None)
+            if isinstance(cls, type):
+                return cls
+        return None
+    return keras.saving.get_registered_object(name)
 
 
 def count_h5_tensors(path: str) -> int:

@@ -3,10 +3,12 @@
 import datetime
 import json
 import os
+import re
 
 import keras
 
-from keras_lm.presets import safe_write
+from keras_lm.presets import keras_hub_layout, safe_write
+from keras_lm.presets.keras_hub_weights import save_keras_hub_weights
 from keras_lm.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -23,16 +25,49 @@ def _write_json(directory, name, data):
         json.dump(data, f, indent=2)
 
 
+KERAS_HUB_ASSET_KEYS = ("proto", "vocabulary", "merges")
+
+
+def _keras_hub_module(name: str) -> str:
+    """KerasHub's module of a class (`Llama3CausalLMPreprocessor` ->
+    `keras_hub.src.models.llama3.llama3_causal_lm_preprocessor`)."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+    return f"keras_hub.src.models.{snake.split('_')[0]}.{snake}"
+
+
+def serialize(obj) -> dict:
+    """`serialize_keras_object`, with our public classes named as KerasHub names them, so that
+    KerasHub loads the folder (and we load KerasHub's)."""
+    import keras_lm
+
+    config = keras.saving.serialize_keras_object(obj)
+    for key in ("build_config", "compile_config"):
+        config.pop(key, None)
+    dtype = config["config"].get("dtype")
+    if isinstance(dtype, dict) and dtype.get("class_name") == "DTypePolicyMap":
+        config["config"]["dtype"] = keras_hub_layout.their_policy_map(obj, dtype)
+    cls = type(obj)
+    public = getattr(keras_lm.models, cls.__name__, None) or \
+        getattr(keras_lm.tokenizers, cls.__name__, None)
+    if public is cls:
+        config["registered_name"] = f"keras_hub>{cls.__name__}"
+        config["module"] = _keras_hub_module(cls.__name__)
+    return config
+
+
 def serialize_tokenizer(tokenizer) -> dict:
     """Serialized tokenizer whose vocabulary lives in asset files, not in the JSON."""
-    config = keras.saving.serialize_keras_object(tokenizer)
+    config = serialize(tokenizer)
     for key in tokenizer.asset_config_keys():
-        config["config"][key] = None
+        if key in KERAS_HUB_ASSET_KEYS:
+            config["config"][key] = None  # KerasHub reads them from the assets
+        else:
+            config["config"].pop(key, None)
     return config
 
 
 def serialize_preprocessor(preprocessor) -> dict:
-    config = keras.saving.serialize_keras_object(preprocessor)
+    config = serialize(preprocessor)
     if preprocessor.tokenizer is not None:
         config["config"]["tokenizer"] = serialize_tokenizer(preprocessor.tokenizer)
     return config
@@ -51,28 +86,27 @@ def _write_preprocessor(preprocessor, directory):
         _write_tokenizer(preprocessor.tokenizer, directory)
 
 
-def _write_backbone(backbone, directory):
-    _write_json(directory, CONFIG_FILE, keras.saving.serialize_keras_object(backbone))
-    # Keras merges enabled LoRA adapters into the kernels when saving.
-    backbone.save_weights(os.path.join(directory, WEIGHTS_FILE))
-    _write_json(
-        directory,
-        METADATA_FILE,
-        {
-            "keras_version": keras.__version__,
-            "keras_lm_version": __version__,
-            "parameter_count": int(backbone.count_params()),
-            "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
-        },
-    )
+def _write_backbone(backbone, directory, tasks=()):
+    _write_json(directory, CONFIG_FILE, serialize(backbone))
+    # KerasHub's layout; Keras merges enabled LoRA adapters into the kernels.
+    save_keras_hub_weights(backbone, os.path.join(directory, WEIGHTS_FILE))
+    metadata = {
+        "keras_version": keras.__version__,
+        "keras_lm_version": __version__,
+        "parameter_count": int(backbone.count_params()),
+        "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+    }
+    if tasks:
+        metadata["tasks"] = list(tasks)
+    _write_json(directory, METADATA_FILE, metadata)
 
 
 def write_preset_contents(obj, directory: str) -> None:
     kind = getattr(obj, "preset_kind", None)
     if kind == "task":
-        _write_backbone(obj.backbone, directory)
-        task_config = keras.saving.serialize_keras_object(obj)
-        task_config["config"]["backbone"] = keras.saving.serialize_keras_object(obj.backbone)
+        _write_backbone(obj.backbone, directory, tasks=["CausalLM"])
+        task_config = serialize(obj)
+        task_config["config"]["backbone"] = serialize(obj.backbone)
         if obj.preprocessor is not None:
             task_config["config"]["preprocessor"] = serialize_preprocessor(obj.preprocessor)
             _write_preprocessor(obj.preprocessor, directory)

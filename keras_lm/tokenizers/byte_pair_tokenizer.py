@@ -196,9 +196,12 @@ class BytePairTokenizer(Tokenizer):
             merges=self.merges,
             add_prefix_space=self.add_prefix_space,
             unsplittable_tokens=self.unsplittable_tokens,
-            split_pattern=self.split_pattern,
-            normalization=self.normalization,
         )
+        # Beyond KerasHub's arguments: written only where they differ from the family's.
+        if self.split_pattern != self.default_split_pattern:
+            config["split_pattern"] = self.split_pattern
+        if self.normalization != self.default_normalization:
+            config["normalization"] = self.normalization
         return config
 
     def asset_config_keys(self) -> tuple:

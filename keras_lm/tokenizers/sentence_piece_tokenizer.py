@@ -187,8 +187,12 @@ class SentencePieceTokenizer(Tokenizer):
     def get_config(self) -> dict:
         config = super().get_config()
         proto = None if self.proto is None else "base64:" + base64.b64encode(self.proto).decode()
-        config.update(proto=proto, special_tokens_in_strings=self.special_tokens_in_strings,
-                      tokenizer_json=self.tokenizer_json)
+        config["proto"] = proto
+        # Beyond KerasHub's arguments: written only when set.
+        if self.special_tokens_in_strings:
+            config["special_tokens_in_strings"] = True
+        if self.tokenizer_json is not None:
+            config["tokenizer_json"] = self.tokenizer_json
         return config
 
     def asset_config_keys(self) -> tuple:
