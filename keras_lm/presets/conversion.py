@@ -11,9 +11,56 @@ import numpy as np
 from keras_lm.backend.host_arrays import adopt, aligned_empty
 
 
+@dataclass(frozen=True)
+class Transform:
+    """Their tensor -> our variable (`forward`, also the call) and back (`inverse`).
+
+    `part=(index, parts)`: ours is the `index`-th of `parts` equal slices along their last
+    axis (GPT-2's fused q/k/v); exporting concatenates the parts.
+    """
+
+    forward: Callable
+    inverse: Callable
+    part: tuple | None = None
+
+    def __call__(self, array):
+        return self.forward(array)
+
+
+IDENTITY = Transform(lambda w: w, lambda v: v)
+TRANSPOSED = Transform(lambda w: w.T, lambda v: v.T)
+
+
+def reshaped(shape: tuple, source: tuple) -> Transform:
+    """Theirs, of shape `source`, reshaped to `shape`."""
+    return Transform(lambda w: w.reshape(shape), lambda v: v.reshape(source))
+
+
+def transposed_to(shape: tuple, transposed: tuple) -> Transform:
+    """Theirs transposed (to the 2-D `transposed` shape), then reshaped to `shape` (a
+    PyTorch `Linear` weight to a Keras `EinsumDense` kernel)."""
+    return Transform(lambda w: w.T.reshape(shape), lambda v: v.reshape(transposed).T)
+
+
+def column_part(parts: int, index: int, shape: tuple, source: tuple) -> Transform:
+    """The `index`-th of `parts` slices of theirs along the last axis (each of shape
+    `source`), reshaped to `shape`."""
+    def forward(w):
+        size = w.shape[-1] // parts
+        return w[..., index * size:(index + 1) * size].reshape(shape)
+
+    return Transform(forward, lambda v: v.reshape(source), part=(index, parts))
+
+
+def rows_after(offset: int) -> Transform:
+    """Theirs without its first `offset` rows (exported as zeros)."""
+    return Transform(lambda w: w[offset:], lambda v: np.concatenate(
+        [np.zeros((offset,) + v.shape[1:], v.dtype), v]))
+
+
 @dataclass
 class ConversionMap:
-    """`rows`: (our variable path, their tensor key, transform(np.ndarray) -> np.ndarray).
+    """`rows`: (our variable path, their tensor key, `Transform`).
 
     `skipped` lists source keys that are knowingly unused (buffers, tied heads).
     """
@@ -21,8 +68,31 @@ class ConversionMap:
     rows: list = field(default_factory=list)
     skipped: set = field(default_factory=set)
 
-    def add(self, variable: str, key: str, transform: Callable | None = None) -> None:
-        self.rows.append((variable, key, transform or (lambda x: x)))
+    def add(self, variable: str, key: str, transform: Transform = IDENTITY) -> None:
+        self.rows.append((variable, key, transform))
+
+    def export(self, model, overrides: dict | None = None) -> dict:
+        """Their tensors from `model`'s variables (or `overrides[path]`): every transform
+        inverted, parts joined."""
+        import keras
+
+        variables = weight_variables(model)
+        overrides = overrides or {}
+        tensors, parts = {}, {}
+        for path, key, transform in self.rows:
+            value = overrides.get(path)
+            if value is None:
+                value = keras.ops.convert_to_numpy(variables[path].value)
+            value = np.asarray(value)
+            theirs = transform.inverse(value)
+            if transform.part is None:
+                tensors[key] = theirs
+            else:
+                index, count = transform.part
+                parts.setdefault(key, [None] * count)[index] = theirs
+        for key, pieces in parts.items():
+            tensors[key] = np.concatenate(pieces, axis=-1)
+        return {key: np.ascontiguousarray(value) for key, value in tensors.items()}
 
 
 def build_checked(cls, config: dict, source: str, build=None):

@@ -4,6 +4,7 @@ from keras_lm.presets.conversion import ConversionMap
 from keras_lm.presets.hf_llama_like import (  # noqa: F401 - preprocessor_config is API
     LLAMA_NORMS,
     linear_rope_factor,
+    llama_like_config,
     llama_like_map,
     preprocessor_config,
     refuse,
@@ -56,3 +57,43 @@ def conversion_map(backbone, keys) -> ConversionMap:
 
 def build_tokenizer(cls, path: str, hf: dict, **kwargs):
     return sentencepiece_tokenizer(cls, path, "Gemma", **kwargs)
+
+def layer_types(backbone) -> list[str]:
+    """Hugging Face's per-layer attention kinds, from our decoder's sliding-window layers."""
+    options = backbone._arguments.decoder_options()
+    windowed = options.sliding_window_layers or (True,) * backbone.num_layers
+    return ["sliding_attention" if w and options.sliding_window else "full_attention"
+            for w in windowed]
+
+
+def query_scalar(backbone) -> float | int:
+    """Hugging Face's `query_pre_attn_scalar`: queries are scaled by its inverse square root."""
+    scalar = getattr(backbone, "query_pre_attention_scalar", None)
+    if scalar is None:
+        scalar = backbone.head_dim if backbone.query_head_dim_normalize \
+            else backbone.hidden_dim / backbone.num_query_heads
+    return int(scalar) if float(scalar).is_integer() else float(scalar)
+
+
+def hf_config(backbone) -> dict:
+    """Our arguments as a Hugging Face `gemma` (or `gemma2`, with post-norms) config."""
+    gemma2 = bool(backbone.use_post_ffw_norm)
+    if gemma2 != bool(backbone.use_post_attention_norm):
+        raise ValueError("Cannot export a Gemma model with only one of the two post-norms.")
+    config = llama_like_config(
+        backbone, "gemma2" if gemma2 else "gemma",
+        "Gemma2ForCausalLM" if gemma2 else "GemmaForCausalLM",
+        intermediate_size=backbone.intermediate_dim // 2,  # KerasHub counts both halves
+        hidden_activation="gelu_pytorch_tanh", attention_bias=False,
+        rope_theta=float(backbone.rope_max_wavelength), tie_word_embeddings=True,
+        query_pre_attn_scalar=query_scalar(backbone))
+    if gemma2:
+        config.update(attn_logit_softcapping=backbone.attention_logit_soft_cap,
+                      final_logit_softcapping=backbone.final_logit_soft_cap,
+                      sliding_window=backbone.sliding_window_size,
+                      layer_types=layer_types(backbone))
+    elif backbone.attention_logit_soft_cap or backbone.final_logit_soft_cap or \
+            backbone.use_sliding_window_attention:
+        raise ValueError("Gemma 1 has no soft-caps or sliding windows; this model cannot be "
+                         "exported as one (give it post-norms to export it as Gemma 2).")
+    return config

@@ -3,6 +3,7 @@
 from keras_lm.presets.conversion import ConversionMap
 from keras_lm.presets.hf_llama_like import (  # noqa: F401 - preprocessor_config is API
     QK_NORMS,
+    llama_like_config,
     llama_like_map,
     preprocessor_config,
 )
@@ -95,3 +96,25 @@ def conversion_map(backbone, keys) -> ConversionMap:
 
 def build_tokenizer(cls, path: str, hf: dict, **kwargs):
     return sentencepiece_tokenizer(cls, path, "Gemma 3", **kwargs)
+
+def hf_config(backbone) -> dict:
+    """Our arguments as a Hugging Face `gemma3_text` config."""
+    from keras_lm.presets.hf_gemma import layer_types, query_scalar
+
+    if not (backbone.use_post_ffw_norm and backbone.use_post_attention_norm
+            and backbone.use_query_key_norm):
+        raise ValueError("Hugging Face's Gemma 3 always has post-norms and q/k norms.")
+    if backbone.attention_logit_soft_cap is not None or backbone.local_rope_scaling_factor != 1:
+        raise ValueError("Hugging Face's Gemma 3 has no attention soft-cap and no local RoPE "
+                         "scaling; this model cannot be exported.")
+    config = llama_like_config(
+        backbone, "gemma3_text", "Gemma3ForCausalLM", hidden_activation="gelu_pytorch_tanh",
+        attention_bias=False, query_pre_attn_scalar=query_scalar(backbone),
+        final_logit_softcapping=backbone.final_logit_soft_cap,
+        sliding_window=backbone.sliding_window_size, layer_types=layer_types(backbone),
+        rope_theta=float(backbone.global_rope_wavelength),
+        rope_local_base_freq=float(backbone.local_rope_wavelength))
+    if backbone.global_rope_scaling_factor != 1:
+        config["rope_scaling"] = {"rope_type": "linear",
+                                  "factor": float(backbone.global_rope_scaling_factor)}
+    return config

@@ -1,8 +1,7 @@
 """Hugging Face GPT-2 ⇄ GPT2Backbone: config translation and the tensor map."""
 
-from keras_lm.presets.conversion import ConversionMap
+from keras_lm.presets.conversion import ConversionMap, column_part, reshaped
 from keras_lm.presets.hf_tokenizers import byte_pair_tokenizer
-from keras_lm.presets.huggingface import split_columns
 
 # Config keys that change the architecture in ways GPT2Backbone does not implement.
 UNSUPPORTED = {
@@ -49,21 +48,12 @@ def conversion_map(backbone, keys) -> ConversionMap:
         m.add(f"{ours}/pre_attention_norm/gamma", f"{theirs}.ln_1.weight")
         m.add(f"{ours}/pre_attention_norm/beta", f"{theirs}.ln_1.bias")
         for j, name in enumerate(("query", "key", "value")):
-            m.add(
-                f"{ours}/attention/{name}/kernel",
-                f"{theirs}.attn.c_attn.weight",
-                lambda w, j=j: split_columns(w, 3, j).reshape(hidden, heads, head_dim),
-            )
-            m.add(
-                f"{ours}/attention/{name}/bias",
-                f"{theirs}.attn.c_attn.bias",
-                lambda b, j=j: split_columns(b, 3, j).reshape(heads, head_dim),
-            )
-        m.add(
-            f"{ours}/attention/attention_output/kernel",
-            f"{theirs}.attn.c_proj.weight",
-            lambda w: w.reshape(heads, head_dim, hidden),
-        )
+            m.add(f"{ours}/attention/{name}/kernel", f"{theirs}.attn.c_attn.weight",
+                  column_part(3, j, (hidden, heads, head_dim), (hidden, hidden)))
+            m.add(f"{ours}/attention/{name}/bias", f"{theirs}.attn.c_attn.bias",
+                  column_part(3, j, (heads, head_dim), (hidden,)))
+        m.add(f"{ours}/attention/attention_output/kernel", f"{theirs}.attn.c_proj.weight",
+              reshaped((heads, head_dim, hidden), (hidden, hidden)))
         m.add(f"{ours}/attention/attention_output/bias", f"{theirs}.attn.c_proj.bias")
         m.add(f"{ours}/pre_ffw_norm/gamma", f"{theirs}.ln_2.weight")
         m.add(f"{ours}/pre_ffw_norm/beta", f"{theirs}.ln_2.bias")
@@ -84,3 +74,16 @@ def build_tokenizer(cls, path: str, hf: dict, **kwargs):
 
 def preprocessor_config(hf: dict) -> dict:
     return {"sequence_length": min(hf.get("n_positions", 1024), 1024)}
+
+def hf_config(backbone) -> dict:
+    """Our arguments as a Hugging Face `gpt2` config."""
+    return {
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": backbone.vocabulary_size, "n_layer": backbone.num_layers,
+        "n_head": backbone.num_heads, "n_embd": backbone.hidden_dim,
+        "n_inner": backbone.intermediate_dim, "n_positions": backbone.max_sequence_length,
+        "resid_pdrop": backbone.dropout, "embd_pdrop": backbone.dropout,
+        "attn_pdrop": backbone.dropout, "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new", "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+    }

@@ -5,6 +5,8 @@ import os
 
 from keras_lm.presets.conversion import ConversionMap
 from keras_lm.presets.hf_llama_like import (  # noqa: F401 - preprocessor_config is API
+    linear_scaling,
+    llama_like_config,
     llama_like_map,
     preprocessor_config,
     refuse,
@@ -65,3 +67,21 @@ def build_tokenizer(cls, path: str, hf: dict, **kwargs):
     if issubclass(cls, BytePairTokenizer):
         return byte_pair_tokenizer(cls, path, "Llama 3", **kwargs)
     return sentencepiece_tokenizer(cls, path, "Llama", **kwargs)
+
+def hf_config(backbone) -> dict:
+    """Our arguments as a Hugging Face `llama` config (the inverse of `backbone_config`)."""
+    config = llama_like_config(
+        backbone, "llama", "LlamaForCausalLM", hidden_act="silu", attention_bias=False,
+        mlp_bias=False, rope_theta=float(backbone.rope_max_wavelength),
+        **linear_scaling(backbone.rope_position_scaling_factor))
+    if backbone.rope_frequency_adjustment_factor is not None:
+        if backbone.rope_position_scaling_factor != 1.0:
+            raise ValueError("Cannot export Llama 3 RoPE scaling together with linear scaling.")
+        config["rope_scaling"] = {
+            "rope_type": "llama3",
+            "factor": float(backbone.rope_frequency_adjustment_factor),
+            "low_freq_factor": float(backbone.rope_low_freq_factor),
+            "high_freq_factor": float(backbone.rope_high_freq_factor),
+            "original_max_position_embeddings": int(backbone.rope_pretraining_sequence_length),
+        }
+    return config

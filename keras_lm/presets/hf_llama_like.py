@@ -3,7 +3,7 @@
 `lm_head`): Llama, Llama 3, Mistral, Gemma, Gemma 2, Gemma 3, Qwen 2 and Qwen 3 differ only in
 their norm names, q/k/v biases and q/k norms."""
 
-from keras_lm.presets.conversion import ConversionMap
+from keras_lm.presets.conversion import TRANSPOSED, ConversionMap, reshaped, transposed_to
 
 # Our per-block norm -> theirs, for the Llama family (pre-attention and pre-MLP norms).
 LLAMA_NORMS = (("pre_attention_norm", "input_layernorm"),
@@ -23,28 +23,22 @@ def llama_like_map(backbone, norms: tuple = LLAMA_NORMS, qkv_bias: bool = False)
         for our_norm, their_norm in norms:
             m.add(f"{ours}/{our_norm}/scale", f"{theirs}.{their_norm}.weight")
         for name, proj, heads in (("query", "q", n), ("key", "k", k), ("value", "v", k)):
-            m.add(
-                f"{ours}/attention/{name}/kernel",
-                f"{theirs}.self_attn.{proj}_proj.weight",
-                lambda w, heads=heads: w.T.reshape(d, heads, h),
-            )
+            m.add(f"{ours}/attention/{name}/kernel", f"{theirs}.self_attn.{proj}_proj.weight",
+                  transposed_to((d, heads, h), (d, heads * h)))
             if qkv_bias:
                 m.add(f"{ours}/attention/{name}/bias", f"{theirs}.self_attn.{proj}_proj.bias",
-                      lambda b, heads=heads: b.reshape(heads, h))
-        m.add(
-            f"{ours}/attention/attention_output/kernel",
-            f"{theirs}.self_attn.o_proj.weight",
-            lambda w: w.T.reshape(n, h, d),
-        )
+                      reshaped((heads, h), (heads * h,)))
+        m.add(f"{ours}/attention/attention_output/kernel", f"{theirs}.self_attn.o_proj.weight",
+              transposed_to((n, h, d), (n * h, d)))
         for ffw, proj in (("gate", "gate"), ("intermediate", "up"), ("output", "down")):
             m.add(f"{ours}/feedforward/{ffw}/kernel", f"{theirs}.mlp.{proj}_proj.weight",
-                  lambda w: w.T)
+                  TRANSPOSED)
         m.skipped.add(f"{theirs}.self_attn.rotary_emb.inv_freq")
     m.add("final_norm/scale", "model.norm.weight")
     if backbone.tie_word_embeddings:
         m.skipped.add("lm_head.weight")
     else:
-        m.add("token_embedding/reverse_embeddings", "lm_head.weight", lambda w: w.T)
+        m.add("token_embedding/reverse_embeddings", "lm_head.weight", TRANSPOSED)
     return m
 
 
@@ -80,3 +74,28 @@ def refuse(hf: dict, family: str, supported: dict) -> None:
 def preprocessor_config(hf: dict) -> dict:
     return {"sequence_length": min(hf.get("max_position_embeddings", 2048), 2048),
             "add_end_token": True}
+
+def llama_like_config(backbone, model_type: str, architecture: str, **extra) -> dict:
+    """The Hugging Face config keys every Llama-layout family shares (for export)."""
+    config = {
+        "model_type": model_type,
+        "architectures": [architecture],
+        "vocab_size": backbone.vocabulary_size,
+        "num_hidden_layers": backbone.num_layers,
+        "num_attention_heads": backbone.num_query_heads,
+        "num_key_value_heads": backbone.num_key_value_heads,
+        "hidden_size": backbone.hidden_dim,
+        "intermediate_size": backbone.intermediate_dim,
+        "head_dim": backbone.head_dim,
+        "rms_norm_eps": backbone.layer_norm_epsilon,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": bool(backbone.tie_word_embeddings),
+        "torch_dtype": "float32",
+    }
+    config.update(extra)
+    return config
+
+
+def linear_scaling(factor: float) -> dict:
+    return {} if factor == 1.0 else {"rope_scaling": {"rope_type": "linear",
+                                                      "factor": float(factor)}}

@@ -3,6 +3,8 @@
 from keras_lm.presets.conversion import ConversionMap
 from keras_lm.presets.hf_llama_like import (  # noqa: F401 - preprocessor_config is API
     linear_rope_factor,
+    linear_scaling,
+    llama_like_config,
     llama_like_map,
     preprocessor_config,
     refuse,
@@ -41,3 +43,10 @@ def conversion_map(backbone, keys) -> ConversionMap:
 
 def build_tokenizer(cls, path: str, hf: dict, **kwargs):
     return sentencepiece_tokenizer(cls, path, "Mistral", **kwargs)
+
+def hf_config(backbone) -> dict:
+    """Our arguments as a Hugging Face `mistral` config."""
+    return llama_like_config(
+        backbone, "mistral", "MistralForCausalLM", hidden_act="silu",
+        rope_theta=float(backbone.rope_max_wavelength), sliding_window=backbone.sliding_window,
+        **linear_scaling(backbone.rope_scaling_factor))

@@ -5,6 +5,8 @@ from keras_lm.presets.hf_llama_like import (
     LLAMA_NORMS,
     QK_NORMS,
     linear_rope_factor,
+    linear_scaling,
+    llama_like_config,
     llama_like_map,
     refuse,
     rope_theta,
@@ -56,3 +58,14 @@ def preprocessor_config(hf: dict) -> dict:
     """Qwen adds no start token."""
     return {"sequence_length": min(hf.get("max_position_embeddings", 2048), 2048),
             "add_start_token": False, "add_end_token": True}
+
+def hf_config(backbone) -> dict:
+    """Our arguments as a Hugging Face `qwen2` or `qwen3` config."""
+    qwen3 = type(backbone).__name__ == "Qwen3Backbone"
+    if getattr(backbone, "use_sliding_window_attention", False):
+        raise ValueError("Cannot export a Qwen model that uses sliding-window attention.")
+    return llama_like_config(
+        backbone, "qwen3" if qwen3 else "qwen2",
+        "Qwen3ForCausalLM" if qwen3 else "Qwen2ForCausalLM", hidden_act="silu",
+        use_sliding_window=False, rope_theta=float(backbone.rope_max_wavelength),
+        **linear_scaling(backbone.rope_scaling_factor))

@@ -2,8 +2,6 @@
 
 import os
 
-import numpy as np
-
 from keras_lm.checks import json_object, read_json_file
 from keras_lm.presets.conversion import ConversionMap, apply_conversion, build_checked
 from keras_lm.presets.safetensors_io import SafetensorsCheckpoint
@@ -85,8 +83,3 @@ class HuggingFaceReader:
     def task_config(self) -> dict:
         return {}
 
-
-def split_columns(array: np.ndarray, parts: int, index: int) -> np.ndarray:
-    """The `index`-th of `parts` equal slices along the last axis."""
-    size = array.shape[-1] // parts
-    return array[..., index * size : (index + 1) * size]

@@ -59,3 +59,29 @@ class PresetMixin:
         from keras_lm.presets.native import save_preset
 
         save_preset(self, preset_dir, overwrite=overwrite)
+
+    def export_to_transformers(self, path: str) -> None:
+        """Write this model, backbone or tokenizer as a Hugging Face folder that
+        `transformers.AutoModelForCausalLM` / `AutoTokenizer.from_pretrained(path)` load.
+
+        A CausalLM writes its backbone and its preprocessor's tokenizer. The folder must be new
+        or empty. Quantized models are refused (export before `quantize()`).
+
+        Example:
+        >>> lm.export_to_transformers("./my_model_hf")  # doctest: +SKIP
+        """
+        from keras_lm.presets.hf_export import export_to_transformers
+
+        kind = getattr(self, "preset_kind", None)
+        if kind == "task":
+            preprocessor = self.preprocessor
+            tokenizer = None if preprocessor is None else preprocessor.tokenizer
+            export_to_transformers(self, path, backbone=self.backbone, tokenizer=tokenizer)
+        elif kind == "backbone":
+            export_to_transformers(self, path, backbone=self)
+        elif kind == "tokenizer":
+            export_to_transformers(self, path, tokenizer=self)
+        elif kind == "preprocessor" and self.tokenizer is not None:
+            export_to_transformers(self, path, tokenizer=self.tokenizer)
+        else:
+            raise TypeError(f"Cannot export a {type(self).__name__} to Hugging Face format.")

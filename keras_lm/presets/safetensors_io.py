@@ -131,6 +131,15 @@ class SafetensorsCheckpoint:
             file = SafetensorsFile(single)
             self._where = {key: file for key in file.keys()}
         else:
+            pickles = sorted(f for f in os.listdir(directory)
+                             if f.endswith(".bin") or f.endswith(".bin.index.json"))
+            if pickles:
+                raise ValueError(
+                    f"{directory} holds PyTorch pickle weights ({', '.join(pickles[:3])}), "
+                    "which keras_lm never loads: unpickling a file can run any code in it. "
+                    "Convert them to safetensors first, e.g. with transformers: "
+                    "`AutoModelForCausalLM.from_pretrained(dir).save_pretrained(new_dir)`."
+                )
             raise ValueError(
                 f"No safetensors weights in {directory}: expected model.safetensors or "
                 "model.safetensors.index.json."
