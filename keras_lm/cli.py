@@ -43,9 +43,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="List built-in preset names.")
 
-    convert = sub.add_parser("convert", help="Load any supported checkpoint, save a native preset.")
+    convert = sub.add_parser(
+        "convert", help="Load any supported checkpoint (preset, KerasHub or Hugging Face folder, "
+                        "GGUF, hf:// or kaggle:// handle) and write it in another format.")
     convert.add_argument("source")
     convert.add_argument("destination")
+    convert.add_argument("--to", choices=("keras_hub", "keras", "hf"), default="keras_hub",
+                         help="keras_hub: a preset folder in KerasHub's layout (default; loads "
+                              "in KerasHub too); keras: one .keras file for "
+                              "keras.saving.load_model; hf: a Hugging Face folder for "
+                              "transformers.")
     convert.add_argument("--overwrite", action="store_true",
                          help="Write into a folder that holds other files (they are kept).")
     return parser
@@ -136,9 +143,27 @@ def _convert(args, keras_lm) -> int:
             f"the destination {args.destination} is the source or inside it; choose a new "
             "folder (converting in place would mix the two checkpoints)"
         )
-    lm = keras_lm.models.CausalLM.from_preset(args.source)
-    lm.save_to_preset(args.destination, overwrite=args.overwrite)
-    print(f"Saved {type(lm).__name__} to {args.destination}")
+    if args.to == "keras" and not args.destination.endswith(".keras"):
+        raise CommandError(f"--to keras writes one file whose name ends in .keras; got "
+                           f"{args.destination}")
+    if args.to == "keras" and os.path.exists(args.destination):
+        raise CommandError(f"{args.destination} exists; choose a new file name")
+    from tqdm.auto import tqdm
+
+    with tqdm(total=2, desc="Converting", unit="step", file=sys.stderr, disable=None,
+              bar_format="{desc}: {n}/{total} {postfix}") as bar:  # shown on a terminal
+        bar.set_postfix_str(f"loading {args.source}")
+        lm = keras_lm.models.CausalLM.from_preset(args.source)
+        bar.update()
+        bar.set_postfix_str(f"writing {args.destination}")
+        if args.to == "hf":
+            lm.export_to_transformers(args.destination)
+        elif args.to == "keras":
+            lm.save(args.destination)
+        else:
+            lm.save_to_preset(args.destination, overwrite=args.overwrite)
+        bar.update()
+    print(f"Saved {type(lm).__name__} to {args.destination} ({args.to})")
     return 0
 
 

@@ -1,5 +1,9 @@
 """The `keras-lm` command line."""
 
+import os
+
+import keras
+
 import keras_lm
 from keras_lm.cli import main
 
@@ -28,6 +32,35 @@ def test_convert_and_presets(hf_gpt2, tmp_path, capsys):
                       keras_lm.models.GPT2CausalLM)
     assert main(["presets"]) == 0
     assert "gpt2_base_en" in capsys.readouterr().out
+
+
+def test_convert_to_every_format(tmp_path, capsys, monkeypatch):
+    import json
+    import sys
+
+    import numpy as np
+
+    source = os.path.join(os.path.dirname(__file__), "data", "keras_hub", "qwen")
+    expected = np.load(source + ".npz")
+    inputs = {"token_ids": expected["token_ids"], "padding_mask": expected["padding_mask"]}
+    mask = expected["padding_mask"]
+    assert main(["convert", source, str(tmp_path / "hf"), "--to", "hf"]) == 0
+    assert json.load(open(tmp_path / "hf" / "config.json"))["model_type"] == "qwen2"
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "kh")]) == 0
+    assert json.load(open(tmp_path / "kh" / "config.json"))["registered_name"] == \
+        "keras_hub>QwenBackbone"
+    capsys.readouterr()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bar shows on terminals
+    assert main(["convert", str(tmp_path / "kh"), str(tmp_path / "m.keras"), "--to", "keras"]) == 0
+    assert "Converting: 2/2" in capsys.readouterr().err
+    monkeypatch.undo()
+    for lm in (keras_lm.models.CausalLM.from_preset(str(tmp_path / "kh")),
+               keras.saving.load_model(str(tmp_path / "m.keras"))):
+        logits = keras.ops.convert_to_numpy(lm(inputs))
+        np.testing.assert_allclose(logits[mask], expected["logits"][mask], atol=1e-4)
+    assert main(["convert", source, str(tmp_path / "m.keras"), "--to", "keras"]) == 2
+    assert main(["convert", source, str(tmp_path / "out"), "--to", "keras"]) == 2
+    assert "ends in .keras" in capsys.readouterr().err
 
 
 def test_stream_and_stop(gpt2_preset, capsys):

@@ -55,8 +55,10 @@ def _download_kaggle(handle: str) -> str:
         return kagglehub.model_download(handle[len("kaggle://"):])
     except Exception as error:  # network and auth errors come in many types
         raise PresetUnavailableError(
-            f"Could not download {handle!r} from Kaggle ({type(error).__name__}: {error}). "
-            "Check the network connection and credentials, or pass a local preset folder."
+            f"{handle!r}: not in the local kagglehub cache and it could not be downloaded "
+            f"({type(error).__name__}): connect and retry (gated models need their license "
+            "accepted on kaggle.com and KAGGLE_USERNAME/KAGGLE_KEY set), or pass a local "
+            "preset folder."
         ) from error
 
 
@@ -72,10 +74,25 @@ def _download_hf(handle: str) -> str:
     try:
         return huggingface_hub.snapshot_download(repo)
     except Exception as error:  # offline, unknown repo, gated model...
-        raise PresetUnavailableError(
-            f"Could not download {handle!r} from Hugging Face ({type(error).__name__}: "
-            f"{error}). Check the network connection, or pass a local folder."
-        ) from error
+        raise PresetUnavailableError(f"{handle!r}: {_hf_advice(error, repo)}") from error
+
+
+def _hf_advice(error, repo: str) -> str:
+    """One sentence on what to do about a failed Hugging Face download."""
+    from huggingface_hub import errors
+
+    if isinstance(error, errors.GatedRepoError):
+        return (f"the repository is gated: accept its terms on https://huggingface.co/{repo} "
+                "and log in (`hf auth login` or the HF_TOKEN variable), then retry.")
+    if isinstance(error, errors.RepositoryNotFoundError):
+        return ("no such repository on Hugging Face (or it is private: log in with "
+                "`hf auth login`); check the name.")
+    if isinstance(error, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+        return ("not in the local Hugging Face cache, and downloading is off (HF_HUB_OFFLINE) "
+                "or the network is unreachable: connect and retry, run `hf download "
+                f"{repo}` where there is a network, or pass a local folder.")
+    return (f"could not download from Hugging Face ({type(error).__name__}: {error}); check "
+            "the network connection, or pass a local folder.")
 
 
 def _packaged_model(handle: str) -> str:
