@@ -177,3 +177,60 @@ def test_generation_config_stop_ids_are_honoured_and_saved(tmp_path):
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": "x"}))
     with pytest.raises(ValueError, match="eos_token_id"):
         keras_lm.models.CausalLM.from_preset(str(tmp_path))
+
+
+SP_CORPUS = SPM_SENTENCES * 4 + ["digits 0123456789 spaces  and\ttabs\n", "hello, world!"]
+
+
+def _bpe_proto(pad, bos, eos, dummy_prefix, user_defined=()):
+    """A SentencePiece BPE model with byte fallback, like Llama's, Mistral's and Gemma's."""
+    import io
+
+    import sentencepiece
+
+    out = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SP_CORPUS), model_writer=out, vocab_size=340, model_type="bpe",
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece=pad, bos_piece=bos, eos_piece=eos,
+        unk_piece="<unk>", byte_fallback=True, split_digits=True,
+        normalization_rule_name="identity", add_dummy_prefix=dummy_prefix,
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+        user_defined_symbols=list(user_defined), minloglevel=2)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "gemma"])
+def test_sentencepiece_folder_with_only_tokenizer_model(family, tmp_path):
+    """A Hugging Face folder whose tokenizer is `tokenizer.model` alone (older Llama 2 and
+    Mistral repos): ours, loaded from the folder, gives `AutoTokenizer`'s ids, special tokens
+    written in the text included (`special_tokens_in_strings=True`)."""
+    import transformers
+
+    gemma = family == "gemma"
+    proto = _bpe_proto("<pad>", "<bos>" if gemma else "<s>", "<eos>" if gemma else "</s>",
+                       dummy_prefix=not gemma,
+                       user_defined=["<start_of_turn>", "<end_of_turn>"] if gemma else ())
+    tokenizer_cls = {"llama": keras_lm.models.LlamaTokenizer,
+                     "mistral": keras_lm.models.MistralTokenizer,
+                     "gemma": keras_lm.models.GemmaTokenizer}[family]
+    tokenizer_cls(proto=proto).export_to_transformers(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": family}))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("tokenizer")) == \
+        ["tokenizer.model", "tokenizer_config.json"]
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    ours = tokenizer_cls.from_preset(str(tmp_path), special_tokens_in_strings=True)
+    start, end = ("<bos>", "<eos>") if gemma else ("<s>", "</s>")
+    llama = family == "llama"
+    strings = [s for s in HARD_STRINGS if not (llama and s.startswith(" "))] + [
+        f"{start} after the start", f"before the end {end}", "x\n y  z",
+        "<start_of_turn>user\nhi<end_of_turn>" if gemma else "[INST] hi [/INST]"]
+    for text in strings:
+        expected = reference(text, add_special_tokens=False)["input_ids"]
+        assert ours(text).tolist() == expected, text
+    # Llama text that starts with a space: sentencepiece (and KerasHub) add the dummy prefix
+    # before it ("▁▁leading"); transformers 5's Llama conversion of a bare tokenizer.model
+    # folds that space into the prefix ("▁leading"). Ours follows the model file.
+    import sentencepiece
+
+    processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    assert ours(" leading").tolist() == processor.encode(" leading")

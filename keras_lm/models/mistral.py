@@ -69,6 +69,7 @@ class MistralTokenizer(SentencePieceTokenizer):
 
     backbone_cls = MistralBackbone
     special_tokens_spec = {"start_token": "<s>", "end_token": "</s>"}
+    prefix_after_control_tokens = True  # as transformers' Mistral conversion does
 
 
 MistralCausalLMPreprocessor, MistralCausalLM = causal_lm_classes(

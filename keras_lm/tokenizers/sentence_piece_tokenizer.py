@@ -71,6 +71,10 @@ class SentencePieceTokenizer(Tokenizer):
     'hello world'
     """
 
+    # With `special_tokens_in_strings`: whether text after a control token gets the model's
+    # dummy prefix again (sentencepiece per piece) or not (the prefix starts the text).
+    prefix_after_control_tokens = False
+
     asset_files = (PROTO_FILE,)
 
     def __init__(
@@ -118,6 +122,7 @@ class SentencePieceTokenizer(Tokenizer):
             raise ValueError(f"`proto` is not a valid SentencePiece model: {error}") from error
         self.proto = bytes(proto)
         self._processor = processor
+        self._continuation = None
         self._control_pattern = None
         self._bind_special_tokens()
 
@@ -131,6 +136,7 @@ class SentencePieceTokenizer(Tokenizer):
                 tokenizer_json = f.read()
         self._processor = _TokenizerJSONPieces(tokenizer_json)
         self.tokenizer_json = tokenizer_json
+        self._continuation = None
         self._control_pattern = None
         self._bind_special_tokens()
 
@@ -159,8 +165,30 @@ class SentencePieceTokenizer(Tokenizer):
             if index % 2:
                 ids.append(self._processor.PieceToId(part))
             elif part:
-                ids.extend(self._processor.EncodeAsIds(part))
+                # The dummy "▁" prefix starts the text, not each piece after a control token
+                # (as `transformers` does for Llama and Gemma; its Mistral conversion prefixes
+                # every piece).
+                first = index == 0 or self.prefix_after_control_tokens
+                processor = self._processor if first else self._continuation_processor()
+                ids.extend(processor.EncodeAsIds(part))
         return ids
+
+    def _continuation_processor(self):
+        """The processor for text after a control token: the model without its dummy
+        prefix (the model itself when it has none, or when it comes from tokenizer.json)."""
+        if getattr(self, "_continuation", None) is None:
+            self._continuation = self._processor
+            if self.proto is not None:
+                import sentencepiece
+                from sentencepiece import sentencepiece_model_pb2
+
+                model = sentencepiece_model_pb2.ModelProto()
+                model.ParseFromString(self.proto)
+                if model.normalizer_spec.add_dummy_prefix:
+                    model.normalizer_spec.add_dummy_prefix = False
+                    self._continuation = sentencepiece.SentencePieceProcessor()
+                    self._continuation.LoadFromSerializedProto(model.SerializeToString())
+        return self._continuation
 
     def _decode(self, ids):
         self._require_proto()
