@@ -35,8 +35,8 @@ def _reference(path):
         os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
 
 
-def _assert_logits_match(lm, reference, vocab, atol=1e-4):
-    ids = random_ids(2, 20, vocab)
+def _assert_logits_match(lm, reference, vocab, atol=1e-4, length=20):
+    ids = random_ids(2, length, vocab)
     ours = np.asarray(lm.predict({"token_ids": ids, "padding_mask": np.ones_like(ids)},
                                  verbose=0))
     with torch.no_grad():
@@ -359,7 +359,7 @@ def test_other_architectures_load_from_gguf(tmp_path, kind, expected):
     assert_greedy_matches_transformers(lm, model, prompts, width=12)
 
 
-def test_llama3_gguf_gets_the_llama3_classes_and_per_frequency_rope_is_refused(tmp_path):
+def test_llama3_gguf_gets_the_llama3_classes_and_llama31_rope_freqs(tmp_path):
     import transformers
 
     from keras_lm.demo import DEMO_WORDS, byte_level_vocabulary
@@ -388,7 +388,30 @@ def test_llama3_gguf_gets_the_llama3_classes_and_per_frequency_rope_is_refused(t
     _assert_logits_match(lm, model, size)
     assert lm.preprocessor.prompt_rows(["the fox"])[0][0] == size - 3
     assert size - 1 in lm.preprocessor.tokenizer.generation_stop_ids()  # <|eot_id|>
-    tensors["rope_freqs.weight"] = np.ones(4)
+
+    # Llama 3.1+: llama.cpp stores the RoPE scaling as one divisor per frequency.
+    from keras_lm.layers.rotary import rope_inverse_frequencies
+
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    torch.manual_seed(1)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=size, hidden_size=64, intermediate_size=48, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
+        rope_theta=10000.0, rope_scaling=scaling, max_position_embeddings=256)).eval()
+    metadata.update({"embedding_length": 64, "attention.head_count": 2,
+                     "attention.head_count_kv": 2, "rope.dimension_count": 32,
+                     "rope.freq_base": 10000.0, "rope.scaling.original_context_length": 64})
+    tensors = llama_gguf_tensors(model)
+    divisors = rope_inverse_frequencies(32, 10000.0) / rope_inverse_frequencies(
+        32, 10000.0, llama3_scaling=scaling)
+    assert len(set(np.round(divisors, 3))) > 2  # scaled, unscaled and blended bands
+    tensors["rope_freqs.weight"] = divisors.astype(np.float32)
     write_gguf(tmp_path / "llama31.gguf", "llama", metadata, tensors)
+    lm = keras_lm.models.CausalLM.from_preset(str(tmp_path / "llama31.gguf"))
+    assert lm.backbone.rope_frequency_adjustment_factor == 8.0
+    _assert_logits_match(lm, model, size, length=200)
+    tensors["rope_freqs.weight"] = np.linspace(1, 3, 16).astype(np.float32)
+    write_gguf(tmp_path / "odd.gguf", "llama", metadata, tensors)
     with pytest.raises(ValueError, match="rope_freqs"):
-        keras_lm.models.CausalLM.from_preset(str(tmp_path / "llama31.gguf"))
+        keras_lm.models.CausalLM.from_preset(str(tmp_path / "odd.gguf"))

@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 
+from keras_lm.layers.rotary import rope_inverse_frequencies
 from keras_lm.presets.conversion import apply_conversion, build_checked
 from keras_lm.presets.gguf_file import GGUFFile
 from keras_lm.presets.gguf_tokenizer import (
@@ -76,6 +77,11 @@ def _common_config(metadata: dict, arch: str, vocabulary_size: int, tied: bool) 
         "rms_norm_eps": _get(metadata, arch, "attention.layer_norm_rms_epsilon", 1e-6),
         "tie_word_embeddings": tied,
     }
+
+
+# (low_freq_factor, high_freq_factor) of Llama 3's RoPE rule in released checkpoints
+# (Llama 3.1, 3.2 and 3.3 all use 1 and 4; the factor and context come from the file).
+LLAMA3_ROPE_BANDS = ((1.0, 4.0),)
 
 
 def _linear_rope(metadata: dict, arch: str) -> dict | None:
@@ -216,10 +222,12 @@ ARCHITECTURES = {
 class GGUFCheckpoint:
     """The tensors of a GGUF file under Hugging Face names, dequantized on request."""
 
-    def __init__(self, file: GGUFFile, block, top, transforms, prefix):
+    def __init__(self, file: GGUFFile, block, top, transforms, prefix, ignored=()):
         self.file = file
         self._sources = {}  # Hugging Face key -> (GGUF name, transform or None)
         for name in file.tensors:
+            if name in ignored:  # read into the config instead
+                continue
             self._sources[self._hf_key(name, block, top, prefix)] = (name, self._transform(
                 name, transforms))
 
@@ -282,16 +290,39 @@ class GGUFReader:
         if embedding is None:
             raise ValueError(f"{path} has no token_embd.weight tensor.")
         tied = "output.weight" not in self.file.tensors
-        if "rope_freqs.weight" in self.file.tensors:
-            raise ValueError(
-                f"{path} scales RoPE per frequency (`rope_freqs`, Llama 3.1 and later), which "
-                "GGUF loading does not support yet; load the Hugging Face checkpoint instead."
-            )
         try:
             self.config = make_config(self.file.metadata, embedding.shape[0], tied)
+            if "rope_freqs.weight" in self.file.tensors:
+                self.config["rope_scaling"] = self._llama3_rope(arch)
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from None
-        self.checkpoint = GGUFCheckpoint(self.file, block, top, transforms(self.config), prefix)
+        self.checkpoint = GGUFCheckpoint(self.file, block, top, transforms(self.config), prefix,
+                                         ignored=("rope_freqs.weight",))
+
+    def _llama3_rope(self, arch: str) -> dict:
+        """Llama 3.1+'s RoPE scaling, which llama.cpp stores as one divisor per frequency
+        (`rope_freqs`): the parameters of Llama 3's rule that reproduce those divisors."""
+        if arch != "llama" or self.config.get("rope_scaling"):
+            raise ValueError("per-frequency RoPE factors (`rope_freqs`) are only supported for "
+                             "Llama 3.1 and later, without another RoPE scaling.")
+        divisors = np.asarray(self.file.tensor("rope_freqs.weight"), np.float64).reshape(-1)
+        head_dim = self.config.get("head_dim") or \
+            self.config["hidden_size"] // self.config["num_attention_heads"]
+        theta = self.config["rope_theta"]
+        base = rope_inverse_frequencies(head_dim, theta).astype(np.float64)
+        if divisors.shape != base.shape:
+            raise ValueError(f"`rope_freqs` has {divisors.size} values; head_dim {head_dim} "
+                             f"needs {base.size}.")
+        original = self.file.metadata.get("llama.rope.scaling.original_context_length", 8192)
+        for low, high in LLAMA3_ROPE_BANDS:
+            scaling = {"rope_type": "llama3", "factor": float(divisors.max()),
+                       "low_freq_factor": low, "high_freq_factor": high,
+                       "original_max_position_embeddings": int(original)}
+            scaled = rope_inverse_frequencies(head_dim, theta, llama3_scaling=scaling)
+            if np.allclose(base / scaled, divisors, rtol=1e-3):
+                return scaling
+        raise ValueError("`rope_freqs` does not follow Llama 3.1's RoPE scaling rule, the only "
+                         "per-frequency scaling supported.")
 
     def backbone_class(self):
         if self.config.get("model_type") == "llama" and \
