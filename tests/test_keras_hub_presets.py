@@ -121,3 +121,17 @@ def test_a_float_model_cannot_take_int8_weights(tmp_path):
     shutil.copy(os.path.join(FIXTURES, "llama_int8", "model.weights.h5"), folder)
     with pytest.raises(ValueError, match="model.weights.h5"):
         keras_lm.models.CausalLM.from_preset(str(folder))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_damaged_keras_hub_weights_are_named(damage, tmp_path):
+    folder = tmp_path / "llama"
+    shutil.copytree(os.path.join(FIXTURES, "llama"), folder)
+    weights = folder / "model.weights.h5"
+    if damage == "truncated":
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2])
+    else:
+        weights.unlink()
+    with pytest.raises(ValueError, match="model.weights.h5"):
+        keras_lm.models.CausalLM.from_preset(str(folder))

@@ -32,12 +32,13 @@ class WeightsFile:
         else:
             raise ValueError(f"Preset weights are missing: {single}")
         self._handles = {}
-        try:
-            for key, path in files.items():
+        for key, path in files.items():
+            try:
                 self._handles[key] = h5py.File(path, "r")
-        except OSError as error:
-            self.close()
-            raise ValueError(f"Preset weights are corrupt (not an HDF5 file): {error}") from None
+            except OSError as error:
+                self.close()
+                raise ValueError(f"Preset weights are corrupt (not a complete HDF5 file): "
+                                 f"{path}: {error}") from None
 
     def _shards(self, index: str) -> dict:
         from keras_lm.checks import read_json_file
