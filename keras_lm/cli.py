@@ -33,6 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--stream", action="store_true",
                      help="Print text as it is generated (one prompt at a time).")
 
+    chat = sub.add_parser("chat", help="Talk to a model in the terminal (its chat template; "
+                                       "/reset, /system TEXT, /exit; Ctrl-C stops an answer).")
+    chat.add_argument("--preset", default=None, help="As for generate.")
+    chat.add_argument("--system", default=None, help="A system message to start with.")
+    chat.add_argument("--max-new-tokens", type=int, default=512)
+    chat.add_argument("--sampler", default=None,
+                      help="greedy, random, top_k, top_p, beam or contrastive.")
+    chat.add_argument("--dtype", default=None, help="e.g. float32, bfloat16.")
+    chat.add_argument("--stop", action="append", default=None,
+                      help="Stop string (repeatable), besides the end of the turn.")
+
     score = sub.add_parser("score", help="Per-token log-probabilities and perplexity of a "
                                          "text file.")
     score.add_argument("file", help="UTF-8 text file ('-' reads standard input).")
@@ -112,6 +123,8 @@ def _run(args) -> int:
         return _convert(args, keras_lm)
     if args.command == "score":
         return _score(args, keras_lm)
+    if args.command == "chat":
+        return _chat(args, keras_lm)
     return _generate(args, keras_lm)
 
 
@@ -245,6 +258,65 @@ def _generate(args, keras_lm) -> int:
     print(f"[loaded in {loaded - start:.1f}s, generated in {done - loaded:.1f}s "
           f"on {os.environ.get('KERAS_BACKEND')}]", file=sys.stderr)
     return 0
+
+
+CHAT_HELP = "Commands: /reset (forget the conversation), /system TEXT, /exit (or Ctrl-D)."
+
+
+def _chat(args, keras_lm) -> int:
+    from keras_lm.presets.builtin import DEFAULT_PRESET
+
+    kwargs = {"dtype": args.dtype} if args.dtype else {}
+    lm = keras_lm.models.CausalLM.from_preset(args.preset or DEFAULT_PRESET, **kwargs)
+    if args.sampler:
+        lm.compile(sampler=args.sampler)
+    lm.preprocessor.chat_template()  # no template at all: one clear error, before the loop
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history = list(system)
+    print(CHAT_HELP, file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:  # at the prompt: a fresh line, not the end
+            print()
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return 0
+        if text == "/reset":
+            history = list(system)
+            print("[conversation cleared]", file=sys.stderr)
+            continue
+        if text.startswith("/system"):
+            content = text[len("/system"):].strip()
+            system = [{"role": "system", "content": content}] if content else []
+            history = system + [m for m in history if m["role"] != "system"]
+            print("[system message set]" if content else "[system message removed]",
+                  file=sys.stderr)
+            continue
+        if text.startswith("/"):
+            print(f"[unknown command {text.split()[0]}] {CHAT_HELP}", file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": line})
+        reply = []
+        try:
+            for piece in lm.chat(history, stream=True, max_new_tokens=args.max_new_tokens,
+                                 stop_strings=args.stop):
+                reply.append(piece)
+                print(piece, end="", flush=True)
+        except KeyboardInterrupt:  # stops this answer; the conversation goes on
+            print(" [stopped]", end="")
+        except ValueError as error:  # e.g. the template refuses the conversation
+            history.pop()
+            print(f"[error: {_one_line(error)}]", file=sys.stderr)
+            continue
+        print()
+        history.append({"role": "assistant", "content": "".join(reply)})
 
 
 if __name__ == "__main__":

@@ -173,3 +173,38 @@ def test_score_errors_are_one_line(gpt2_preset, tmp_path, capsys):
     assert main(["score", str(bad), "--preset", gpt2_preset]) == 2
     assert "not UTF-8" in capsys.readouterr().err
     assert main(["score", str(tmp_path / "missing.txt"), "--preset", gpt2_preset]) == 2
+
+
+def test_chat_session(monkeypatch, capsys):
+    import io
+
+    source = os.path.join(os.path.dirname(__file__), "data", "keras_hub", "qwen")
+    seen = []
+    original = keras_lm.models.CausalLM.chat
+
+    def recording_chat(self, messages, **kwargs):
+        seen.append([dict(m) for m in messages])
+        if messages[-1]["content"] == "interrupt me":
+            def interrupted():
+                yield "partial"
+                raise KeyboardInterrupt
+            return interrupted()
+        return original(self, messages, **kwargs)
+
+    monkeypatch.setattr(keras_lm.models.CausalLM, "chat", recording_chat)
+    monkeypatch.setattr("sys.stdin", io.StringIO(
+        "hello\ninterrupt me\n/system Be brief.\nagain\n/bogus\n/reset\nfresh\n/exit\n"))
+    assert main(["chat", "--preset", source, "--max-new-tokens", "3", "--sampler",
+                 "greedy"]) == 0
+    out, err = capsys.readouterr()
+    assert "partial [stopped]" in out
+    assert "[conversation cleared]" in err and "unknown command /bogus" in err
+    assert [m["role"] for m in seen[0]] == ["user"]
+    assert seen[1][-1]["content"] == "interrupt me" and seen[1][1]["role"] == "assistant"
+    assert seen[2][0] == {"role": "system", "content": "Be brief."}  # set mid-conversation
+    assert seen[2][-2] == {"role": "assistant", "content": "partial"}  # kept when stopped
+    assert seen[3] == [{"role": "system", "content": "Be brief."},
+                       {"role": "user", "content": "fresh"}]  # /reset keeps the system
+    assert main(["chat", "--preset", os.path.join(os.path.dirname(__file__), "data",
+                                                  "keras_hub", "gpt2")]) == 2
+    assert "no chat template" in capsys.readouterr().err

@@ -180,6 +180,43 @@ class CausalLM(Task):
         log_probs = controls.fill_log_probs(self, prompts, result.tokens, result.log_probs)
         return outputs, (log_probs if batched else log_probs[0])
 
+    def chat(self, messages, *, max_new_tokens: int = 512, tools=None, stream: bool = False,
+             template_variables: dict | None = None, **generate_options):
+        """The assistant's reply to `messages` (`[{"role": "user", "content": ...}, ...]`):
+        the conversation rendered with the chat template, then generated until the end of
+        the turn (the family's end-of-turn token, the end token, or `max_new_tokens`).
+
+        `generate_options` are `generate`'s (`sampler`, `stop_strings`, `min_p`, ...);
+        `stream=True` returns an iterator of text pieces.
+
+        Example:
+        >>> lm.chat([{"role": "user", "content": "Name a colour."}])  # doctest: +SKIP
+        'Blue.'
+        """
+        if self.preprocessor is None:
+            raise ValueError("`chat` needs a preprocessor with a tokenizer.")
+        for key in ("max_length", "strip_prompt", "return_log_probs"):
+            if key in generate_options:
+                raise TypeError(f"`chat` does not take `{key}`; use `max_new_tokens`.")
+        ids = self.preprocessor.chat_prompt_ids(messages, tools=tools,
+                                                **(template_variables or {}))
+        inputs = {"token_ids": ids[None], "padding_mask": np.ones((1, len(ids)), bool)}
+        generate_options.setdefault("stop_token_ids", "auto")
+        if stream:
+            pieces = self.generate(inputs, max_new_tokens=max_new_tokens, stream=True,
+                                   **generate_options)
+            stop_texts = [self.preprocessor.tokenizer.id_to_token(i) for i in
+                          self._stop_ids(generate_options["stop_token_ids"])]
+            return _without_final_stop((piece[0] for piece in pieces), stop_texts)
+        out = self.generate(inputs, max_new_tokens=max_new_tokens, **generate_options)
+        row = np.asarray(out["token_ids"])[0]
+        mask = np.asarray(out["padding_mask"])[0].astype(bool)
+        reply = [int(i) for i in row[len(ids):][mask[len(ids):]]]
+        stops = set(self._stop_ids(generate_options["stop_token_ids"]))
+        if reply and reply[-1] in stops:
+            reply = reply[:-1]
+        return self.preprocessor.tokenizer.detokenize(reply)
+
     def _prompts(self, inputs, max_length, max_new_tokens):
         """`(prompt id rows, text_input, batched, max_length)` from `generate`'s inputs; rows
         are ragged, so nothing is sized by `max_length` or `max_new_tokens`."""
@@ -429,3 +466,19 @@ def _concatenate_outputs(outputs):
     for o in outputs:
         flat.extend(o if isinstance(o, list) else [o])
     return flat
+
+
+def _without_final_stop(pieces, stop_texts):
+    """Text pieces, one step behind, with the end-of-turn token's text cut off the last."""
+    previous = None
+    for piece in pieces:
+        if previous is not None:
+            yield previous
+        previous = piece
+    if previous is not None:
+        for stop in stop_texts:
+            if stop and previous.endswith(stop):
+                previous = previous[: -len(stop)]
+                break
+        if previous:
+            yield previous

@@ -100,6 +100,41 @@ class CausalLMPreprocessor(Preprocessor):
         ) else []
         return [np.asarray(start + list(row), dtype=np.int32) for row in tok._encode(strings)]
 
+    def chat_template(self) -> str:
+        """The chat template in use: the checkpoint's, else the family's built-in one."""
+        tok = self.tokenizer
+        template = getattr(tok, "chat_template", None) or tok.default_chat_template
+        if not template:
+            raise ValueError(
+                f"{type(tok).__name__} has no chat template (this checkpoint carries none and "
+                "the family has no chat format); set `preprocessor.tokenizer.chat_template` "
+                "to a Jinja template."
+            )
+        return template
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True, tools=None,
+                            documents=None, **variables) -> str:
+        """`messages` rendered as a prompt with the chat template (exactly as `transformers`'
+        `apply_chat_template(..., tokenize=False)`).
+
+        Example:
+        >>> preprocessor.apply_chat_template([{"role": "user", "content": "Hi"}])  # doctest: +SKIP
+        '<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n'
+        """
+        from keras_lm.chat.template import render_chat_template
+
+        context = self.tokenizer.chat_template_variables()
+        context.update(variables)
+        return render_chat_template(self.chat_template(), messages,
+                                    add_generation_prompt=add_generation_prompt, tools=tools,
+                                    documents=documents, **context)
+
+    def chat_prompt_ids(self, messages, **kwargs) -> np.ndarray:
+        """The rendered chat prompt as ids (special tokens in it read as themselves; the start
+        token comes from the template, not added again)."""
+        text = self.apply_chat_template(messages, **kwargs)
+        return np.asarray(self.tokenizer.tokenize_with_special_tokens(text), dtype=np.int32)
+
     def generate_preprocess(self, x, sequence_length: int | None = None):
         """Prompt strings → right-padded `{"token_ids", "padding_mask"}` without an end token.
 

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import keras
 
+from keras_lm.chat import templates as chat_templates
 from keras_lm.models.decoder import (
     GEMMA_LAYOUT,
     DecoderBackbone,
@@ -97,6 +98,7 @@ class GemmaTokenizer(SentencePieceTokenizer):
     special_tokens_spec = {"start_token": "<bos>", "end_token": "<eos>"}
     pad_token_spec = "<pad>"
     extra_stop_tokens = ("<end_of_turn>",)
+    default_chat_template = chat_templates.GEMMA
 
 
 GemmaCausalLMPreprocessor, GemmaCausalLM = causal_lm_classes(

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import keras
 
+from keras_lm.chat import templates as chat_templates
 from keras_lm.models.decoder import (
     LLAMA_LAYOUT,
     DecoderBackbone,
@@ -70,6 +71,8 @@ class LlamaBackbone(DecoderBackbone):
 @keras.saving.register_keras_serializable(package="keras_lm")
 class LlamaTokenizer(SentencePieceTokenizer):
     """Llama 2's SentencePiece tokenizer: `<s>` starts and `</s>` ends a sequence."""
+
+    default_chat_template = chat_templates.INST
 
     backbone_cls = LlamaBackbone
     special_tokens_spec = {"start_token": "<s>", "end_token": "</s>"}

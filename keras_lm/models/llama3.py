@@ -3,6 +3,7 @@
 
 import keras
 
+from keras_lm.chat import templates as chat_templates
 from keras_lm.models.decoder import DecoderBackbone
 from keras_lm.models.family import causal_lm_classes
 from keras_lm.models.llama import LlamaArguments
@@ -34,6 +35,7 @@ class Llama3Tokenizer(BytePairTokenizer):
     backbone_cls = Llama3Backbone
     special_tokens_spec = {"start_token": "<|begin_of_text|>", "end_token": "<|end_of_text|>"}
     extra_stop_tokens = ("<|eot_id|>", "<|eom_id|>")
+    default_chat_template = chat_templates.LLAMA3
     default_split_pattern = LLAMA3_SPLIT_PATTERN
     ignore_merges = True
 

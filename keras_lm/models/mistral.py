@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import keras
 
+from keras_lm.chat import templates as chat_templates
 from keras_lm.models.decoder import (
     LLAMA_LAYOUT,
     DecoderBackbone,
@@ -70,6 +71,7 @@ class MistralTokenizer(SentencePieceTokenizer):
     backbone_cls = MistralBackbone
     special_tokens_spec = {"start_token": "<s>", "end_token": "</s>"}
     prefix_after_control_tokens = True  # as transformers' Mistral conversion does
+    default_chat_template = chat_templates.INST
 
 
 MistralCausalLMPreprocessor, MistralCausalLM = causal_lm_classes(

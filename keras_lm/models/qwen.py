@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import keras
 
+from keras_lm.chat import templates as chat_templates
 from keras_lm.models.decoder import (
     LLAMA_LAYOUT,
     DecoderBackbone,
@@ -117,6 +118,7 @@ class QwenTokenizer(BytePairTokenizer):
     special_tokens_spec = {"end_token": "<|endoftext|>"}
     pad_token_spec = "<|endoftext|>"
     extra_stop_tokens = ("<|im_end|>",)
+    default_chat_template = chat_templates.CHATML
     default_split_pattern = QWEN_SPLIT_PATTERN
     default_normalization = "NFC"
 

@@ -89,6 +89,9 @@ def tokenizer_files(tokenizer, add_start_token: bool | None = None) -> dict:
         special["unk_token"] = "<unk>"
     config = {"tokenizer_class": tokenizer_class, "add_bos_token": start is not None,
               "add_eos_token": False, "model_max_length": 1_000_000, **special}
+    template = getattr(tokenizer, "chat_template", None) or tokenizer.default_chat_template
+    if template:
+        config["chat_template"] = template
     files["tokenizer_config.json"] = json.dumps(config, indent=2, ensure_ascii=False)
     return {name: data.encode() if isinstance(data, str) else data
             for name, data in files.items()}

@@ -77,6 +77,27 @@ class HuggingFaceReader:
             raise ValueError(f"{path}: `eos_token_id` must be a token id or a list of them.")
         return [i for i in ids if i is not None]
 
+    @property
+    def chat_template(self) -> str | None:
+        """`chat_template.jinja`, else `tokenizer_config.json`'s `chat_template` (a string, or
+        named templates of which the `default` one)."""
+        jinja = os.path.join(self.path, "chat_template.jinja")
+        if os.path.isfile(jinja):
+            with open(jinja, encoding="utf-8") as f:
+                return f.read()
+        path = os.path.join(self.path, "tokenizer_config.json")
+        if not os.path.isfile(path):
+            return None
+        template = json_object(read_json_file(path, "tokenizer config"), path,
+                               "tokenizer config").get("chat_template")
+        if isinstance(template, list):
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default")
+        if template is not None and not isinstance(template, str):
+            raise ValueError(f"{path}: `chat_template` must be a string or a list of named "
+                             "templates.")
+        return template
+
     def preprocessor_config(self) -> dict:
         return self.spec.preprocessor_config(self.config)
 

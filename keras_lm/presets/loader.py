@@ -147,6 +147,14 @@ class NativeReader:
         except (TypeError, ValueError) as error:
             raise ValueError(f"{source}: cannot build {cls.__name__}: {error}") from None
 
+    @property
+    def chat_template(self) -> str | None:
+        path = os.path.join(self._file(native.TOKENIZER_ASSETS), native.CHAT_TEMPLATE_FILE)
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+
     def preprocessor_config(self) -> dict:
         path = self._file(native.PREPROCESSOR_FILE)
         if not os.path.isfile(path):
@@ -275,7 +283,7 @@ def load_from_preset(cls, preset, load_weights: bool = True, **kwargs):
     kind = cls.preset_kind
     if kind == "tokenizer":
         family = find_family_class(cls, reader.backbone_class())
-        return reader.tokenizer(family, **kwargs)
+        return _with_chat_template(reader, reader.tokenizer(family, **kwargs))
     backbone_cls = reader.backbone_class()
     if kind == "backbone":
         if not issubclass(backbone_cls, cls):
@@ -316,5 +324,14 @@ def _build_preprocessor(reader, preprocessor_cls, kwargs):
         raise ValueError("This model family has no preprocessor class.")
     config = reader.preprocessor_config()
     config.update(kwargs)
-    tokenizer = config.pop("tokenizer", None) or reader.tokenizer(preprocessor_cls.tokenizer_cls)
+    tokenizer = config.pop("tokenizer", None) or _with_chat_template(
+        reader, reader.tokenizer(preprocessor_cls.tokenizer_cls))
     return preprocessor_cls(tokenizer=tokenizer, **config)
+
+
+def _with_chat_template(reader, tokenizer):
+    """The tokenizer, with the chat template the checkpoint carries (if any)."""
+    template = getattr(reader, "chat_template", None)
+    if isinstance(template, str) and template.strip():
+        tokenizer.chat_template = template
+    return tokenizer

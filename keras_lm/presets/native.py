@@ -18,6 +18,7 @@ TOKENIZER_FILE = "tokenizer.json"
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.weights.h5"
 TOKENIZER_ASSETS = os.path.join("assets", "tokenizer")
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # ours; KerasHub ignores it
 
 
 def _write_json(directory, name, data):
@@ -78,6 +79,9 @@ def _write_tokenizer(tokenizer, directory):
     assets = os.path.join(directory, TOKENIZER_ASSETS)
     os.makedirs(assets, exist_ok=True)
     tokenizer.save_assets(assets)
+    if getattr(tokenizer, "chat_template", None):
+        with open(os.path.join(assets, CHAT_TEMPLATE_FILE), "w", encoding="utf-8") as f:
+            f.write(tokenizer.chat_template)
 
 
 def _write_preprocessor(preprocessor, directory):

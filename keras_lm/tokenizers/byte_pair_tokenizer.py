@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 
 import keras
+import numpy as np
 
 from keras_lm.checks import read_json_file
 from keras_lm.tokenizers.tokenizer import Tokenizer
@@ -147,6 +149,7 @@ class BytePairTokenizer(Tokenizer):
             [AddedToken(t, special=True, normalized=False) for t in unsplittable]
         )
         self._backend = backend
+        self._marker_pattern = None
         self._bind_special_tokens()
 
     def _require_vocabulary(self):
@@ -188,6 +191,23 @@ class BytePairTokenizer(Tokenizer):
     def token_to_id(self, token: str) -> int | None:
         self._require_vocabulary()
         return self.vocabulary.get(token)
+
+    def tokenize_with_special_tokens(self, text: str) -> list[int]:
+        # Besides the declared special tokens, every `<|...|>` entry of the vocabulary (the
+        # markers chat templates write, such as ChatML's `<|im_start|>`) is read as itself.
+        if getattr(self, "_marker_pattern", None) is None:
+            markers = [t for t in self.vocabulary if t.startswith("<|") and t.endswith("|>")]
+            markers += self.unsplittable_tokens + self._declared_special_tokens()
+            markers = sorted(set(markers), key=len, reverse=True)
+            self._marker_pattern = re.compile("(" + "|".join(map(re.escape, markers)) + ")") \
+                if markers else re.compile("(?!)")
+        ids = []
+        for index, part in enumerate(self._marker_pattern.split(text)):
+            if index % 2:
+                ids.append(self.vocabulary[part])
+            elif part:
+                ids.extend(np.asarray(self(part)).tolist())
+        return ids
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -173,6 +173,10 @@ class SentencePieceTokenizer(Tokenizer):
                 ids.extend(processor.EncodeAsIds(part))
         return ids
 
+    def tokenize_with_special_tokens(self, text: str) -> list[int]:
+        self._require_proto()
+        return self._encode_with_control_tokens(text)
+
     def _continuation_processor(self):
         """The processor for text after a control token: the model without its dummy
         prefix (the model itself when it has none, or when it comes from tokenizer.json)."""

@@ -69,6 +69,7 @@ class Tokenizer(PresetMixin):
     pad_token_spec: str | None = None
     extra_stop_tokens: tuple = ()  # also end generation (e.g. a chat turn's end), when present
     asset_files: tuple = ()
+    default_chat_template: str | None = None  # the family's format, when a checkpoint has none
 
     def __init__(self, sequence_length: int | None = None, dtype: str = "int32", name=None,
                  stop_token_ids=None):
@@ -85,6 +86,8 @@ class Tokenizer(PresetMixin):
         self.name = name or type(self).__name__
         self.start_token_id = self.end_token_id = None
         self.pad_token_id = 0
+        # A checkpoint's Jinja chat template (kept as assets/tokenizer/chat_template.jinja).
+        self.chat_template: str | None = None
 
     # -- special tokens ---------------------------------------------------------------------
     def _declared_special_tokens(self) -> list[str]:
@@ -111,6 +114,18 @@ class Tokenizer(PresetMixin):
     @property
     def special_tokens(self) -> list[str]:
         return self._declared_special_tokens()
+
+    def tokenize_with_special_tokens(self, text: str) -> list[int]:
+        """Ids of `text` with the special tokens written in it (`<bos>`, `<|eot_id|>`, ...)
+        read as those tokens: how a rendered chat template is tokenized."""
+        return np.asarray(self(text)).tolist()
+
+    def chat_template_variables(self) -> dict:
+        """What chat templates read besides the messages: the special tokens, by name."""
+        names = {"bos_token": self.start_token_id, "eos_token": self.end_token_id,
+                 "pad_token": self.pad_token_id}
+        return {name: ("" if i is None else self.id_to_token(int(i)))
+                for name, i in names.items()}
 
     def generation_stop_ids(self) -> tuple[int, ...]:
         """The token ids that end generation by default: the end token and `extra_stop_tokens`."""

@@ -1,0 +1,3 @@
+"""Chat templates and conversations."""
+
+from keras_lm.chat.template import ChatTemplateError, render_chat_template  # noqa: F401
