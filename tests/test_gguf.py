@@ -381,10 +381,12 @@ def test_llama3_gguf_gets_the_llama3_classes_and_llama31_rope_freqs(tmp_path):
                 "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.merges": merges,
                 "tokenizer.ggml.token_type": [1] * (size - 3) + [3, 3, 3],
                 "tokenizer.ggml.bos_token_id": size - 3, "tokenizer.ggml.eos_token_id": size - 2}
+    metadata["tokenizer.chat_template"] = "{% for m in messages %}[{{ m.content }}]{% endfor %}"
     tensors = llama_gguf_tensors(model)
     write_gguf(tmp_path / "llama3.gguf", "llama", metadata, tensors)
     lm = keras_lm.models.CausalLM.from_preset(str(tmp_path / "llama3.gguf"))
     assert isinstance(lm, keras_lm.models.Llama3CausalLM)
+    assert lm.preprocessor.apply_chat_template([{"role": "user", "content": "hi"}]) == "[hi]"
     _assert_logits_match(lm, model, size)
     assert lm.preprocessor.prompt_rows(["the fox"])[0][0] == size - 3
     assert size - 1 in lm.preprocessor.tokenizer.generation_stop_ids()  # <|eot_id|>
