@@ -44,6 +44,22 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--stop", action="append", default=None,
                       help="Stop string (repeatable), besides the end of the turn.")
 
+    serve = sub.add_parser("serve", help="An OpenAI-compatible HTTP API (/v1/completions, "
+                                         "/v1/chat/completions, /v1/models).")
+    serve.add_argument("--preset", default=None, help="As for generate.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="Address to listen on (default 127.0.0.1: this machine only).")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("KERAS_LM_API_KEY"),
+                       help="Require `Authorization: Bearer KEY` (default: $KERAS_LM_API_KEY).")
+    serve.add_argument("--model-name", default=None,
+                       help="The name clients ask for (default: the preset).")
+    serve.add_argument("--max-queue", type=int, default=64,
+                       help="Requests that may wait; more get HTTP 429.")
+    serve.add_argument("--max-prompt-tokens", type=int, default=None)
+    serve.add_argument("--max-tokens-limit", type=int, default=4096)
+    serve.add_argument("--dtype", default=None, help="e.g. float32, bfloat16.")
+
     score = sub.add_parser("score", help="Per-token log-probabilities and perplexity of a "
                                          "text file.")
     score.add_argument("file", help="UTF-8 text file ('-' reads standard input).")
@@ -125,6 +141,8 @@ def _run(args) -> int:
         return _score(args, keras_lm)
     if args.command == "chat":
         return _chat(args, keras_lm)
+    if args.command == "serve":
+        return _serve(args, keras_lm)
     return _generate(args, keras_lm)
 
 
@@ -257,6 +275,31 @@ def _generate(args, keras_lm) -> int:
     done = time.perf_counter()
     print(f"[loaded in {loaded - start:.1f}s, generated in {done - loaded:.1f}s "
           f"on {os.environ.get('KERAS_BACKEND')}]", file=sys.stderr)
+    return 0
+
+
+def _serve(args, keras_lm) -> int:
+    try:
+        import uvicorn
+
+        from keras_lm.serve.app import create_app
+    except ImportError as error:
+        raise CommandError(f"serving needs FastAPI and uvicorn: pip install \"keras-lm[serve]\" "
+                           f"({error.name} is missing)") from None
+    from keras_lm.presets.builtin import DEFAULT_PRESET
+
+    preset = args.preset or DEFAULT_PRESET
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print("keras-lm: warning: listening beyond this machine without --api-key; anyone who "
+              "can reach the port can use the model.", file=sys.stderr)
+    kwargs = {"dtype": args.dtype} if args.dtype else {}
+    lm = keras_lm.models.CausalLM.from_preset(preset, **kwargs)
+    app = create_app(lm, args.model_name or os.path.basename(preset.rstrip("/")),
+                     api_key=args.api_key, max_queue=args.max_queue,
+                     max_prompt_tokens=args.max_prompt_tokens,
+                     max_tokens_limit=args.max_tokens_limit)
+    print(f"keras-lm: serving {preset} on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -97,9 +97,40 @@ def fill_log_probs(causal_lm, prompts, tokens, log_probs):
     return out
 
 
+class TextStream:
+    """What `generate(stream=True)` returns: an iterator of new text (a string per step for
+    one prompt, a list per step for a batch), which also tells, at any point, each row's
+    generated token ids (`completion_ids`, cut after a stop string) and whether a stop
+    string ended it (`stopped_by_string`)."""
+
+    def __init__(self, pieces, trackers, control):
+        self._pieces = pieces
+        self._trackers = trackers
+        self._control = control
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._pieces)
+
+    def close(self) -> None:
+        """Stop generating (the engine stops at its next chunk)."""
+        self._pieces.close()
+
+    @property
+    def completion_ids(self) -> list[list[int]]:
+        return [list(tracker.tokens) for tracker in self._trackers]
+
+    @property
+    def stopped_by_string(self) -> list[bool]:
+        return [bool(s) for s in self._control.stopped]
+
+
 def stream(engine, request: GenerationRequest, sampler, tokenizer, stop_strings, batched):
-    """Yield new text as it is generated: a string for one prompt, a list (one entry per row,
-    "" when a row has nothing new) for a batch. Partial UTF-8 characters are held back."""
+    """New text as it is generated (a `TextStream`): a string for one prompt, a list (one
+    entry per row, "" when a row has nothing new) for a batch. Partial UTF-8 characters are
+    held back."""
     if search_for(sampler) is not None:
         raise ValueError(
             "`stream=True` needs a token-by-token sampler; beam and contrastive search decide "
@@ -107,6 +138,11 @@ def stream(engine, request: GenerationRequest, sampler, tokenizer, stop_strings,
         )
     trackers = _trackers(request, tokenizer)
     control = DecodeControl(len(request.prompts))
+    pieces = _stream_pieces(engine, request, sampler, stop_strings, batched, trackers, control)
+    return TextStream(pieces, trackers, control)
+
+
+def _stream_pieces(engine, request, sampler, stop_strings, batched, trackers, control):
     for chunk_tokens, _ in engine.iterate(request, sampler, STREAM_CHUNK, control=control):
         pieces = []
         for row, tracker in enumerate(trackers):
@@ -120,3 +156,20 @@ def stream(engine, request: GenerationRequest, sampler, tokenizer, stop_strings,
     rest = [tracker.text[tracker.emitted:] for tracker in trackers]
     if any(rest):
         yield rest if batched else rest[0]
+
+
+def without_final_stop(pieces, stop_texts):
+    """Text pieces, one step behind, with a stop token's text (an end-of-turn marker) cut off
+    the last one."""
+    previous = None
+    for piece in pieces:
+        if previous is not None:
+            yield previous
+        previous = piece
+    if previous is not None:
+        for stop in stop_texts:
+            if stop and previous.endswith(stop):
+                previous = previous[: -len(stop)]
+                break
+        if previous:
+            yield previous

@@ -207,7 +207,7 @@ class CausalLM(Task):
                                    **generate_options)
             stop_texts = [self.preprocessor.tokenizer.id_to_token(i) for i in
                           self._stop_ids(generate_options["stop_token_ids"])]
-            return _without_final_stop((piece[0] for piece in pieces), stop_texts)
+            return controls.without_final_stop((piece[0] for piece in pieces), stop_texts)
         out = self.generate(inputs, max_new_tokens=max_new_tokens, **generate_options)
         row = np.asarray(out["token_ids"])[0]
         mask = np.asarray(out["padding_mask"])[0].astype(bool)
@@ -467,18 +467,3 @@ def _concatenate_outputs(outputs):
         flat.extend(o if isinstance(o, list) else [o])
     return flat
 
-
-def _without_final_stop(pieces, stop_texts):
-    """Text pieces, one step behind, with the end-of-turn token's text cut off the last."""
-    previous = None
-    for piece in pieces:
-        if previous is not None:
-            yield previous
-        previous = piece
-    if previous is not None:
-        for stop in stop_texts:
-            if stop and previous.endswith(stop):
-                previous = previous[: -len(stop)]
-                break
-        if previous:
-            yield previous
