@@ -135,3 +135,17 @@ def test_damaged_keras_hub_weights_are_named(damage, tmp_path):
         weights.unlink()
     with pytest.raises(ValueError, match="model.weights.h5"):
         keras_lm.models.CausalLM.from_preset(str(folder))
+
+
+def test_presets_saved_by_keras_lm_0_1_still_load(tmp_path):
+    """Before KerasHub's layout, presets held our own class names and Keras' weight paths."""
+    lm = keras_lm.models.CausalLM.from_preset(os.path.join(FIXTURES, "gemma"))
+    folder = tmp_path / "old"
+    lm.save_to_preset(str(folder))
+    for name in ("config.json", "task.json", "preprocessor.json", "tokenizer.json"):
+        path = folder / name
+        path.write_text(path.read_text().replace('"keras_hub>', '"keras_lm>'))
+    os.remove(folder / "model.weights.h5")
+    lm.backbone.save_weights(str(folder / "model.weights.h5"))  # Keras' own layout
+    assert "layers/decoder_block" in "".join(h5_datasets(str(folder / "model.weights.h5")))
+    assert_keras_hub_logits(keras_lm.models.CausalLM.from_preset(str(folder)), "gemma")
