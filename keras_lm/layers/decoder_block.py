@@ -146,6 +146,17 @@ class DecoderBlock(keras.layers.Layer):
         x = x + invoke(self.dropout_layer, mlp, training=training)
         return x if cache is None else (x, cache)
 
+    def compute_output_spec(self, x, padding_mask=None, attention_mask=None, positions=None,
+                            cache=None, cache_update_index=None, training=False):
+        # A block maps hidden states to hidden states of the same shape: building a model
+        # need not trace attention and MLP symbolically (18 blocks traced cost Gemma 3 270M
+        # about 1.5 s of its load time).
+        if cache is None:
+            return keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        return super().compute_output_spec(
+            x, padding_mask=padding_mask, attention_mask=attention_mask, positions=positions,
+            cache=cache, cache_update_index=cache_update_index, training=training)
+
     def get_config(self):
         config = super().get_config()
         config.update(
