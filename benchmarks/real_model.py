@@ -180,10 +180,12 @@ def main():
         with open(path, "rb") as f:
             while f.read(1 << 24):
                 pass
-    # One untimed process first: Python byte-compiles our modules and the OS caches the
-    # shared libraries, which would otherwise be charged to the first system measured.
-    subprocess.run([sys.executable, "-c", "import keras_lm, jax; jax.numpy.zeros(1)"],
-                   env=dict(os.environ, KERAS_BACKEND="jax"), capture_output=True)
+    # One untimed load per backend first: Python byte-compiles modules and the OS caches the
+    # shared libraries, which would otherwise be charged to the first system of each backend.
+    warm = f"import keras_lm; keras_lm.models.CausalLM.from_preset({gguf_path()!r})"
+    for backend in ("jax", "torch"):
+        subprocess.run([sys.executable, "-c", warm], capture_output=True,
+                       env=dict(os.environ, KERAS_BACKEND=backend, KERAS_LM_COMPILE_CACHE="off"))
     load_before = os.getloadavg()
     rows = {}
     for name, (_, backend, _, _) in SYSTEMS.items():
