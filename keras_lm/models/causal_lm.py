@@ -193,29 +193,10 @@ class CausalLM(Task):
         >>> lm.chat([{"role": "user", "content": "Name a colour."}])  # doctest: +SKIP
         'Blue.'
         """
-        if self.preprocessor is None:
-            raise ValueError("`chat` needs a preprocessor with a tokenizer.")
-        for key in ("max_length", "strip_prompt", "return_log_probs"):
-            if key in generate_options:
-                raise TypeError(f"`chat` does not take `{key}`; use `max_new_tokens`.")
-        ids = self.preprocessor.chat_prompt_ids(messages, tools=tools,
-                                                **(template_variables or {}))
-        inputs = {"token_ids": ids[None], "padding_mask": np.ones((1, len(ids)), bool)}
-        generate_options.setdefault("stop_token_ids", "auto")
-        if stream:
-            pieces = self.generate(inputs, max_new_tokens=max_new_tokens, stream=True,
-                                   **generate_options)
-            stop_texts = [self.preprocessor.tokenizer.id_to_token(i) for i in
-                          self._stop_ids(generate_options["stop_token_ids"])]
-            return controls.without_final_stop((piece[0] for piece in pieces), stop_texts)
-        out = self.generate(inputs, max_new_tokens=max_new_tokens, **generate_options)
-        row = np.asarray(out["token_ids"])[0]
-        mask = np.asarray(out["padding_mask"])[0].astype(bool)
-        reply = [int(i) for i in row[len(ids):][mask[len(ids):]]]
-        stops = set(self._stop_ids(generate_options["stop_token_ids"]))
-        if reply and reply[-1] in stops:
-            reply = reply[:-1]
-        return self.preprocessor.tokenizer.detokenize(reply)
+        from keras_lm.chat.conversation import reply
+
+        return reply(self, messages, max_new_tokens=max_new_tokens, tools=tools, stream=stream,
+                     template_variables=template_variables, **generate_options)
 
     def _prompts(self, inputs, max_length, max_new_tokens):
         """`(prompt id rows, text_input, batched, max_length)` from `generate`'s inputs; rows

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keras_lm import samplers as samplers_lib
-from keras_lm.generation.controls import without_final_stop
+from keras_lm.chat.conversation import stream_ids
 
 
 class QueueFull(Exception):
@@ -110,16 +110,10 @@ class GenerationWorker:
                 job.emit("error", f"{type(error).__name__}: {error}", 500)
 
     def _generate(self, job: Job) -> None:
-        lm = self.lm
-        ids = job.prompt_ids
-        inputs = {"token_ids": ids[None], "padding_mask": np.ones((1, len(ids)), bool)}
-        stream = lm.generate(inputs, max_new_tokens=job.max_tokens, stream=True,
-                             sampler=job.sampler, stop_strings=job.stop_strings,
-                             stop_token_ids="auto", **job.options)
-        tokenizer = lm.preprocessor.tokenizer
-        stop_ids = set(tokenizer.generation_stop_ids())
-        stop_texts = [tokenizer.id_to_token(i) for i in stop_ids]
-        pieces = without_final_stop((step[0] for step in stream), stop_texts)
+        stream, pieces = stream_ids(self.lm, job.prompt_ids, job.max_tokens,
+                                    sampler=job.sampler, stop_strings=job.stop_strings,
+                                    **job.options)
+        stop_ids = set(self.lm.preprocessor.tokenizer.generation_stop_ids())
         for piece in pieces:
             if job.cancelled.is_set() or self.closing:
                 stream.close()
