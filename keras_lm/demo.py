@@ -12,13 +12,15 @@ DEMO_WORDS = (
 ).split()
 
 
-def byte_level_vocabulary(words, ascii_only: bool = False) -> tuple[dict, list]:
-    """`(vocabulary, merges)`: every byte symbol (or only printable ASCII, space and newline
-    with `ascii_only`, so a random model cannot emit broken UTF-8), `<|endoftext|>` (id 0),
-    and each word with and without a leading space as a whole token."""
+def byte_level_vocabulary(words, ascii_only: bool = False,
+                          specials: tuple = ("<|endoftext|>",)) -> tuple[dict, list]:
+    """`(vocabulary, merges)`: the `specials` first (`<|endoftext|>`, id 0, by default), every
+    byte symbol (or only printable ASCII, space and newline with `ascii_only`, so a random model
+    cannot emit broken UTF-8), and each word with and without a leading space as a whole
+    token."""
     from tokenizers.pre_tokenizers import ByteLevel
 
-    vocab = {"<|endoftext|>": 0}
+    vocab = {token: i for i, token in enumerate(specials)}
     symbols = sorted(ByteLevel.alphabet())
     if ascii_only:
         symbols = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"]

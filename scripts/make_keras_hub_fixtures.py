@@ -42,22 +42,9 @@ SP_SENTENCES = ["the quick brown fox jumped over the lazy dog"] * 4 + [
 
 def byte_level_bpe(specials: list[str]) -> tuple[dict, list]:
     """Byte-level BPE over WORDS: the special tokens first, then every byte symbol."""
-    from tokenizers.pre_tokenizers import ByteLevel
+    from keras_lm.demo import byte_level_vocabulary
 
-    vocab = {token: i for i, token in enumerate(specials)}
-    for symbol in sorted(ByteLevel.alphabet()):
-        vocab[symbol] = len(vocab)
-    merges = []
-    for word in WORDS:
-        for token in (word, "Ġ" + word):
-            pieces = list(token)
-            while len(pieces) > 1:
-                rule = f"{pieces[0]} {pieces[1]}"
-                if rule not in merges:
-                    merges.append(rule)
-                vocab.setdefault(pieces[0] + pieces[1], len(vocab))
-                pieces = [pieces[0] + pieces[1]] + pieces[2:]
-    return vocab, merges
+    return byte_level_vocabulary(WORDS, specials=tuple(specials))
 
 
 def sentencepiece_model(pad: str, bos: str, eos: str, user_defined=()) -> bytes:

@@ -2,10 +2,12 @@
 families were trained on; a checkpoint's own template always wins)."""
 
 # <start_of_turn>role ... <end_of_turn>; a system message opens the first user turn.
-GEMMA = (
+# Shared opening: the start token; a system message becomes `first_user_prefix`; then the
+# loop over alternating user/assistant turns.
+_SYSTEM_INTO_FIRST_TURN = (
     "{{ bos_token }}"
     "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] | trim + '\n\n' -%}"
     "{%- set loop_messages = messages[1:] -%}"
     "{%- else -%}"
     "{%- set first_user_prefix = '' -%}"
@@ -15,6 +17,10 @@ GEMMA = (
     "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
     "{%- endif -%}"
+)
+
+GEMMA = (
+    _SYSTEM_INTO_FIRST_TURN +
     "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
     "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
     "{{ message['content'] | trim }}"
@@ -38,20 +44,10 @@ LLAMA3 = (
 # Llama 2 / Mistral instruct: [INST] user [/INST] answer</s>; a system message opens the
 # first user turn.
 INST = (
-    "{{ bos_token }}"
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set system = messages[0]['content'] | trim + '\n\n' -%}"
-    "{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}"
-    "{%- set system = '' -%}"
-    "{%- set loop_messages = messages -%}"
-    "{%- endif -%}"
-    "{%- for message in loop_messages -%}"
-    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
-    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
-    "{%- endif -%}"
+    _SYSTEM_INTO_FIRST_TURN +
     "{%- if message['role'] == 'user' -%}"
-    "{{ '[INST] ' + (system if loop.first else '') + message['content'] | trim + ' [/INST]' }}"
+    "{{ '[INST] ' + (first_user_prefix if loop.first else '') + message['content'] | trim"
+    " + ' [/INST]' }}"
     "{%- else -%}"
     "{{ ' ' + message['content'] | trim + eos_token }}"
     "{%- endif -%}"
