@@ -149,3 +149,34 @@ def test_presets_saved_by_keras_lm_0_1_still_load(tmp_path):
     lm.backbone.save_weights(str(folder / "model.weights.h5"))  # Keras' own layout
     assert "layers/decoder_block" in "".join(h5_datasets(str(folder / "model.weights.h5")))
     assert_keras_hub_logits(keras_lm.models.CausalLM.from_preset(str(folder)), "gemma")
+
+
+def test_a_users_own_decoder_class_saves_in_keras_layout(tmp_path):
+    """A backbone class KerasHub does not have keeps Keras' own weight layout."""
+    from dataclasses import dataclass
+
+    from keras_lm.models.decoder import LLAMA_LAYOUT, DecoderBackbone, decoder_options
+
+    @dataclass(frozen=True)
+    class TinyArguments:
+        vocabulary_size: int
+        hidden_dim: int = 8
+
+        def decoder_options(self):
+            return decoder_options(LLAMA_LAYOUT, self.vocabulary_size, 1, 2, 1, self.hidden_dim,
+                                   16, None)
+
+    @keras.saving.register_keras_serializable(package="my_models")
+    class TinyDecoder(DecoderBackbone):
+        arguments = TinyArguments
+
+    backbone = TinyDecoder(vocabulary_size=11)
+    backbone.save_to_preset(str(tmp_path / "tiny"))
+    keys = h5_datasets(str(tmp_path / "tiny" / "model.weights.h5"))
+    assert any(key.startswith("layers/decoder_block/") for key in keys)  # Keras' own paths
+    config = json.load(open(tmp_path / "tiny" / "config.json"))
+    assert config["registered_name"] == "my_models>TinyDecoder"
+    again = keras_lm.models.Backbone.from_preset(str(tmp_path / "tiny"))
+    inputs = {"token_ids": np.array([[1, 2, 3]]), "padding_mask": np.ones((1, 3), bool)}
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(inputs)),
+                               keras.ops.convert_to_numpy(backbone(inputs)), atol=1e-6)

@@ -110,6 +110,12 @@ class Row:
     dense: bool = False  # a Keras `Dense` in KerasHub: 1-D quantization scales
 
 
+def has_layout(backbone_cls) -> bool:
+    """Whether KerasHub's layout is known for this backbone class (a user's own
+    `DecoderBackbone` subclass has none; it is saved in Keras' own layout)."""
+    return any(cls.__name__ in LAYOUTS for cls in backbone_cls.__mro__)
+
+
 def layout_of(backbone) -> Layout:
     """The layout of a backbone (or backbone class)."""
     kind = backbone if isinstance(backbone, type) else type(backbone)

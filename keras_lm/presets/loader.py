@@ -76,7 +76,9 @@ class NativeReader:
         """Whether the weights are laid out as KerasHub writes them (else as Keras writes
         our own layers: presets saved by keras_lm 0.1)."""
         name = self.backbone_config().get("registered_name") or ""
-        return not name.startswith("keras_lm>")
+        if name.startswith("keras_lm>"):
+            return False
+        return keras_hub_layout.has_layout(self.backbone_class())
 
     def build_backbone(self, cls, **overrides):
         config = dict(self.backbone_config()["config"])

@@ -92,8 +92,13 @@ def _write_preprocessor(preprocessor, directory):
 
 def _write_backbone(backbone, directory, tasks=()):
     _write_json(directory, CONFIG_FILE, serialize(backbone))
-    # KerasHub's layout; Keras merges enabled LoRA adapters into the kernels.
-    save_keras_hub_weights(backbone, os.path.join(directory, WEIGHTS_FILE))
+    # KerasHub's layout (Keras' own for a backbone class KerasHub does not have); Keras merges
+    # enabled LoRA adapters into the kernels either way.
+    path = os.path.join(directory, WEIGHTS_FILE)
+    if keras_hub_layout.has_layout(type(backbone)):
+        save_keras_hub_weights(backbone, path)
+    else:
+        backbone.save_weights(path)
     metadata = {
         "keras_version": keras.__version__,
         "keras_lm_version": __version__,
