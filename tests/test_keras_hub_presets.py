@@ -137,7 +137,7 @@ def test_damaged_keras_hub_weights_are_named(damage, tmp_path):
         keras_lm.models.CausalLM.from_preset(str(folder))
 
 
-def test_presets_saved_by_keras_lm_0_1_still_load(tmp_path):
+def test_presets_saved_by_version_0_1_still_load(tmp_path):
     """Before KerasHub's layout, presets held our own class names and Keras' weight paths."""
     lm = keras_lm.models.CausalLM.from_preset(os.path.join(FIXTURES, "gemma"))
     folder = tmp_path / "old"
