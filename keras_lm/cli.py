@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-prompt-tokens", type=int, default=None)
     serve.add_argument("--max-tokens-limit", type=int, default=4096)
     serve.add_argument("--dtype", default=None, help="e.g. float32, bfloat16.")
+    serve.add_argument("--max-batch", type=int, default=8,
+                       help="Sequences decoded together (continuous batching slots).")
+    serve.add_argument("--prefix-cache-mb", type=int, default=256,
+                       help="Memory for reusing the keys and values of earlier prompts "
+                            "(0: off).")
 
     score = sub.add_parser("score", help="Per-token log-probabilities and perplexity of a "
                                          "text file.")
@@ -297,9 +302,12 @@ def _serve(args, keras_lm) -> int:
     app = create_app(lm, args.model_name or os.path.basename(preset.rstrip("/")),
                      api_key=args.api_key, max_queue=args.max_queue,
                      max_prompt_tokens=args.max_prompt_tokens,
-                     max_tokens_limit=args.max_tokens_limit)
+                     max_tokens_limit=args.max_tokens_limit, slots=args.max_batch,
+                     prefix_cache_bytes=args.prefix_cache_mb << 20)
     print(f"keras-lm: serving {preset} on http://{args.host}:{args.port}/v1", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # On Ctrl-C / SIGTERM uvicorn stops accepting and lets running requests finish first.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=30)
     return 0
 
 

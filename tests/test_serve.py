@@ -133,7 +133,9 @@ def test_sampling_fields_are_accepted(client):
 @pytest.mark.parametrize("kwargs, status, words", [
     (dict(temperature=3.0), 400, "temperature"),
     (dict(max_tokens=1000), 400, "max_tokens"),
-    (dict(n=2), 400, "n"),
+    (dict(n=17), 400, "n"),
+    (dict(temperature=0.5, extra_body={"top_k": 1000}), 400, "top_k"),
+    (dict(top_logprobs=3), 400, "logprobs"),
     (dict(model="gpt-4"), 404, "does not exist"),
     (dict(response_format={"type": "json_object"}), 400, "response_format"),
     (dict(logit_bias={"99999999": 1.0}), 400, "logit_bias"),

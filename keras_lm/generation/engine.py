@@ -233,6 +233,26 @@ class GenerationEngine:
         args = [ops.convert_to_tensor(a, "int32") for a in (token_ids, positions, left_pad)]
         return prefill(sampler_values, *args, caches)
 
+    def _build_extend(self, sampler):
+        variables = self.variables
+
+        def extend(model_values, sampler_values, token_ids, positions, index, caches):
+            with scope(variables, model_values, sampler, sampler_values, self.direct_calls()):
+                left_pad = ops.zeros((ops.shape(token_ids)[0],), "int32")
+                hidden, caches = self.forward_step(token_ids, positions, caches, index, left_pad)
+                logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
+            return logits, caches
+
+        return extend
+
+    def run_extend(self, sampler, token_ids, positions, index: int, caches):
+        """Run `token_ids` (no padding) through the model after the `index` slots already in
+        `caches` (a reused prompt start): `(last logits, caches)`."""
+        extend = self.compiled("extend", sampler, self._build_extend, donate=(4,))
+        sampler_values = [v.value for v in sampler.variables]
+        args = [ops.convert_to_tensor(a, "int32") for a in (token_ids, positions, index)]
+        return extend(sampler_values, *args, caches)
+
     # -- token samplers (greedy, random, top-k, top-p, custom) --------------------------------
     def next_logits(self, token_ids, positions, index, left_pad, *flat_caches):
         """One decode step: float32 logits of the last position, then the updated caches
@@ -242,19 +262,38 @@ class GenerationEngine:
         logits = ops.cast(self.backbone.logits(hidden[:, -1, :]), "float32")
         return (logits, *kv_cache.flatten(caches))
 
-    def _build_chunk(self, sampler, processors=(), log_probs=True):
+    def _build_chunk(self, sampler, processors=(), log_probs=True, top_log_probs=0):
+        """The compiled decode chunk. Its `out` buffers: tokens and log-probs `[batch, n]`,
+        then, when `top_log_probs` > 0, the best log-probs and their ids `[batch, n, top]`
+        (all from the model's own distribution, before processors and sampler)."""
         variables = self.variables
         direct = self.direct_calls()
         # Direct calls only: Layer.__call__'s autocast and LoRA paths are not worth recording.
         decode_step = TracedStep(self.next_logits, variables, enabled=direct)
         self._traced_steps.append(decode_step)
 
+        def record(outs, step, logits, token):
+            tokens_out, log_probs_out, *top_out = outs
+            tokens_out = ops.slice_update(tokens_out, (0, step), token[:, None])
+            if log_probs or top_log_probs:  # a pass over the vocabulary: ~5% of a GPT-2 step
+                log_softmax = ops.log_softmax(logits, axis=-1)
+            if log_probs:
+                log_prob = ops.take_along_axis(log_softmax, ops.maximum(token, 0)[:, None],
+                                               axis=-1)
+                log_probs_out = ops.slice_update(log_probs_out, (0, step), log_prob)
+            if top_log_probs:
+                values, ids = ops.top_k(log_softmax, k=top_log_probs)
+                top_out = [ops.slice_update(top_out[0], (0, step, 0), values[:, None]),
+                           ops.slice_update(top_out[1], (0, step, 0),
+                                            ops.cast(ids, "int32")[:, None])]
+            return (tokens_out, log_probs_out, *top_out)
+
         def chunk(model_values, sampler_values, state, stop_ids, max_new, left_pad, out):
-            def cond(step, state, sampler_values, tokens_out, log_probs_out):
-                steps = ops.shape(tokens_out)[1]
+            def cond(step, state, sampler_values, outs):
+                steps = ops.shape(outs[0])[1]
                 return ops.logical_and(step < steps, ops.logical_not(ops.all(state["done"])))
 
-            def body(step, state, sampler_values, tokens_out, log_probs_out):
+            def body(step, state, sampler_values, outs):
                 with scope(variables, model_values, sampler, sampler_values, direct) as s:
                     logits = state["logits"]
                     history = state.get("history")
@@ -263,10 +302,6 @@ class GenerationEngine:
                     )
                     done = state["done"]
                     token = ops.where(done, ops.zeros_like(token), token)
-                    if log_probs:  # a pass over the vocabulary: ~5% of a GPT-2 step
-                        log_prob = ops.take_along_axis(
-                            ops.log_softmax(logits, axis=-1), token[:, None], axis=-1
-                        )[:, 0]
                     count = state["count"] + 1
                     new_done = finished_rows(done, token, count, stop_ids, max_new)
                     new_logits, *flat_caches = decode_step(
@@ -278,36 +313,28 @@ class GenerationEngine:
                         _current(s, v, old)
                         for v, old in zip(sampler.variables, sampler_values, strict=True)
                     ]
-                kept = ops.where(done, -1, token)
-                tokens_out = ops.slice_update(tokens_out, (0, step), kept[:, None])
-                if log_probs:
-                    log_probs_out = ops.slice_update(
-                        log_probs_out, (0, step), log_prob[:, None]
-                    )
+                outs = record(outs, step, logits, ops.where(done, -1, token))
                 new_state = {
                     "logits": new_logits,
                     "caches": caches,
                     "index": state["index"] + 1,
-                    "positions": state["positions"] + 1,
+                    # A finished row repeats its last position: it never runs past the model's.
+                    "positions": ops.where(new_done, state["positions"], state["positions"] + 1),
                     "count": count,
                     "done": new_done,
                 }
                 carry_history(new_state, history, token, done, ops.shape(logits)[-1])
-                return step + 1, new_state, new_sampler_values, tokens_out, log_probs_out
+                return step + 1, new_state, new_sampler_values, outs
 
-            tokens_out, log_probs_out = out
             caches, squeezed = kv_cache.squeeze_single_row(state["caches"])
             state = dict(state, caches=caches)
             loop = ops.while_loop(
-                cond,
-                body,
-                (ops.convert_to_tensor(0, "int32"), state, sampler_values, tokens_out,
-                 log_probs_out),
+                cond, body, (ops.convert_to_tensor(0, "int32"), state, sampler_values, tuple(out))
             )
-            _, state, sampler_values, tokens_out, log_probs_out = loop
+            _, state, sampler_values, outs = loop
             if squeezed:
                 state["caches"] = kv_cache.restore_single_row(state["caches"])
-            return state, sampler_values, tokens_out, log_probs_out
+            return state, sampler_values, *outs
 
         return chunk
 
@@ -377,9 +404,14 @@ class DecodeControl:
         self.stopped = np.zeros((batch,), bool)
 
 
-def chunk_outputs(batch, chunk_size):
-    """Fresh per-chunk token (-1 = none) and log-prob buffers."""
-    return ops.full((batch, chunk_size), -1, "int32"), ops.zeros((batch, chunk_size), "float32")
+def chunk_outputs(batch, chunk_size, top_log_probs: int = 0):
+    """Fresh per-chunk buffers: tokens (-1 = none), log-probs and, when `top_log_probs` > 0,
+    the best log-probs and their ids."""
+    outs = [ops.full((batch, chunk_size), -1, "int32"), ops.zeros((batch, chunk_size), "float32")]
+    if top_log_probs:
+        outs += [ops.zeros((batch, chunk_size, top_log_probs), "float32"),
+                 ops.zeros((batch, chunk_size, top_log_probs), "int32")]
+    return tuple(outs)
 
 
 def _current(stateless_scope, variable, old):

@@ -9,7 +9,9 @@ Example:
 import asyncio
 import hmac
 import json
+import secrets
 
+from keras_lm.generation.row_sampling import RowSettings
 from keras_lm.serve import protocol
 from keras_lm.serve.worker import GenerationWorker, Job, QueueFull, ShuttingDown
 
@@ -25,8 +27,10 @@ class RequestError(Exception):
 
 
 def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int = 64,
-               max_prompt_tokens: int | None = None, max_tokens_limit: int = 4096):
-    """The FastAPI application serving `lm` under the name `model_name`."""
+               max_prompt_tokens: int | None = None, max_tokens_limit: int = 4096,
+               slots: int = 8, prefix_cache_bytes: int = 256 << 20, max_choices: int = 16):
+    """The FastAPI application serving `lm` under the name `model_name`, decoding up to
+    `slots` sequences together."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -35,13 +39,14 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
 
     if lm.preprocessor is None:
         raise ValueError("Serving needs a model with a preprocessor (a tokenizer).")
-    worker = GenerationWorker(lm, max_queue=max_queue)
+    worker = GenerationWorker(lm, max_queue=max_queue, slots=slots,
+                              prefix_cache_bytes=prefix_cache_bytes)
     created = protocol.now()
 
     @asynccontextmanager
     async def lifespan(app):
         yield
-        worker.shutdown()  # waiting requests get an error; the running one stops
+        worker.shutdown()  # whatever is still waiting or running gets an error
 
     app = FastAPI(title="keras-lm", lifespan=lifespan)
     app.state.worker = worker
@@ -72,7 +77,7 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "queued": worker.jobs.qsize()}
+        return {"status": "ok", **worker.load()}
 
     @app.get("/v1/models")
     async def models():
@@ -84,11 +89,9 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
             raise RequestError(404, f"The model {name!r} does not exist; this server serves "
                                     f"{model_name!r}.", param="model", code="model_not_found")
 
-    def job_for(body, prompt_ids) -> Job:
-        if body.n != 1:
-            raise RequestError(400, "`n` > 1 is not supported yet.", param="n")
-        if body.logprobs not in (None, False):
-            raise RequestError(400, "`logprobs` is not supported yet.", param="logprobs")
+    def job_for(body, prompt_ids, top_log_probs=None) -> Job:
+        if body.n > max_choices:
+            raise RequestError(400, f"`n` is at most {max_choices} here.", param="n")
         if max_prompt_tokens is not None and len(prompt_ids) > max_prompt_tokens:
             raise RequestError(400, f"The prompt has {len(prompt_ids)} tokens; the limit is "
                                     f"{max_prompt_tokens}.", code="context_length_exceeded")
@@ -96,22 +99,29 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
         if max_tokens > max_tokens_limit:
             raise RequestError(400, f"`max_tokens` is at most {max_tokens_limit} here.",
                                param="max_tokens")
-        vocabulary = lm.backbone.vocabulary_size
+        backbone = lm.backbone
+        if getattr(backbone, "learned_positions", False) and \
+                len(prompt_ids) + max_tokens > backbone.max_sequence_length:
+            raise RequestError(400, f"The prompt ({len(prompt_ids)} tokens) plus `max_tokens` "
+                                    f"({max_tokens}) exceed the model's "
+                                    f"{backbone.max_sequence_length} positions.",
+                               code="context_length_exceeded")
+        vocabulary = backbone.vocabulary_size
         if body.logit_bias and any(i >= vocabulary for i in body.logit_bias):
             raise RequestError(400, f"`logit_bias` names token ids beyond the vocabulary "
                                     f"({vocabulary}).", param="logit_bias")
-        options = {}
-        if body.presence_penalty:
-            options["presence_penalty"] = body.presence_penalty
-        if body.frequency_penalty:
-            options["frequency_penalty"] = body.frequency_penalty
-        if body.logit_bias:
-            options["logit_bias"] = body.logit_bias
-        if body.min_p:
-            options["min_p"] = body.min_p
-        sampler = worker.sampler(body.temperature, body.top_p, body.top_k, body.seed)
-        return Job(prompt_ids=prompt_ids, max_tokens=max_tokens, options=options,
-                   sampler=sampler, stop_strings=body.stop, loop=asyncio.get_running_loop())
+        try:
+            settings = RowSettings(
+                temperature=body.temperature, top_k=body.top_k or 0, top_p=body.top_p,
+                min_p=body.min_p or 0.0, presence_penalty=body.presence_penalty,
+                frequency_penalty=body.frequency_penalty,
+                logit_bias=tuple(sorted((body.logit_bias or {}).items())),
+                seed=secrets.randbits(31) if body.seed is None else body.seed)
+        except ValueError as error:
+            raise RequestError(400, str(error), param="top_k") from None
+        return Job(prompt_ids=prompt_ids, max_tokens=max_tokens, settings=settings,
+                   stop_strings=body.stop, loop=asyncio.get_running_loop(), n=body.n,
+                   top_log_probs=top_log_probs)
 
     def start(job: Job) -> None:
         try:
@@ -122,38 +132,51 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
         except ShuttingDown:
             raise RequestError(503, "The server is shutting down.", "server_error") from None
 
-    async def collect(job: Job):
-        """(text, finish_reason, completion_tokens) of a whole job."""
-        pieces = []
+    def failure(event) -> RequestError:
+        status = event[2]
+        return RequestError(status, event[1],
+                            "invalid_request_error" if status == 400 else "server_error")
+
+    async def collect(job: Job) -> list:
+        """Per choice: `[text, finish_reason, completion_tokens, logprob entries]`."""
+        choices = [["", None, 0, [] if job.top_log_probs is not None else None]
+                   for _ in range(job.n)]
         try:
-            while True:
+            remaining = job.n
+            while remaining:
                 event = await job.events.get()
                 if event[0] == "text":
-                    pieces.append(event[1])
+                    choice = choices[event[1]]
+                    choice[0] += event[2]
+                    if event[3]:
+                        choice[3].extend(event[3])
                 elif event[0] == "done":
-                    return "".join(pieces), event[1], event[2]
+                    choices[event[1]][1:3] = [event[2], event[3]]
+                    remaining -= 1
                 else:
-                    status, kind = event[2], "invalid_request_error" if event[2] == 400 \
-                        else "server_error"
-                    raise RequestError(status, event[1], kind)
+                    raise failure(event)
+            return choices
         finally:
-            job.cancel()  # a client that went away frees the model at the next chunk
+            job.cancel()  # a client that went away frees its slots at the next chunk
 
     def sse(data) -> str:
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     async def stream_events(job: Job, chunk, first=None):
-        """Server-sent events: `chunk(text, finish_reason)` per piece, then [DONE]."""
+        """Server-sent events: `chunk(choice, text, finish_reason, logprobs)` per piece, then
+        [DONE]."""
         try:
             if first is not None:
-                yield sse(first)
-            while True:
+                for choice in range(job.n):
+                    yield sse(first(choice))
+            remaining = job.n
+            while remaining:
                 event = await job.events.get()
                 if event[0] == "text":
-                    yield sse(chunk(event[1], None))
+                    yield sse(chunk(event[1], event[2], None, event[3]))
                 elif event[0] == "done":
-                    yield sse(chunk("", event[1]))
-                    break
+                    yield sse(chunk(event[1], "", event[2], None))
+                    remaining -= 1
                 else:
                     yield sse(protocol.error_body(event[1], "server_error"))
                     break
@@ -170,28 +193,37 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
                                param="prompt")
         if body.stream and len(prompts) != 1:
             raise RequestError(400, "Stream one prompt at a time.", param="prompt")
+        top = body.logprobs
+        if top is not None and (isinstance(top, bool) or not isinstance(top, int)
+                                or not 0 <= top <= 5):
+            raise RequestError(400, "`logprobs` takes an integer in [0, 5] here.",
+                               param="logprobs")
         request_id, model = protocol.new_id("cmpl"), model_name
         rows = lm.preprocessor.prompt_rows(prompts)
+        jobs = [job_for(body, row, top) for row in rows]
         if body.stream:
-            job = job_for(body, rows[0])
+            job = jobs[0]
             start(job)
 
-            def chunk(text, finish):
+            def chunk(choice, text, finish, entries):
                 return {"id": request_id, "object": "text_completion",
                         "created": protocol.now(), "model": model,
-                        "choices": [{"text": text, "index": 0, "logprobs": None,
+                        "choices": [{"text": text, "index": choice,
+                                     "logprobs": protocol.completion_logprobs(entries),
                                      "finish_reason": finish}]}
 
             return StreamingResponse(stream_events(job, chunk), media_type="text/event-stream")
-        choices, prompt_tokens, completion_tokens = [], 0, 0
-        for index, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
-            job = job_for(body, row)
+        for job in jobs:
             start(job)
-            text, finish, count = await collect(job)
-            choices.append({"text": (prompt + text) if body.echo else text, "index": index,
-                            "logprobs": None, "finish_reason": finish})
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for index, (prompt, row, job) in enumerate(zip(prompts, rows, jobs, strict=True)):
+            for choice, (text, finish, count, entries) in enumerate(await collect(job)):
+                choices.append({"text": (prompt + text) if body.echo else text,
+                                "index": index * body.n + choice,
+                                "logprobs": protocol.completion_logprobs(entries),
+                                "finish_reason": finish})
+                completion_tokens += count
             prompt_tokens += len(row)
-            completion_tokens += count
         return {"id": request_id, "object": "text_completion", "created": protocol.now(),
                 "model": model, "choices": choices,
                 "usage": protocol.usage(prompt_tokens, completion_tokens)}
@@ -202,32 +234,44 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
         if body.response_format and body.response_format.get("type") not in (None, "text"):
             raise RequestError(400, "`response_format` (structured output) is not supported "
                                     "yet.", param="response_format")
+        if body.logprobs not in (None, True, False):
+            raise RequestError(400, "`logprobs` is true or false.", param="logprobs")
+        if body.top_logprobs and not body.logprobs:
+            raise RequestError(400, "`top_logprobs` needs `logprobs: true`.",
+                               param="top_logprobs")
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
         try:
             ids = lm.preprocessor.chat_prompt_ids(messages, tools=body.tools)
         except ValueError as error:  # the chat template refuses the conversation
             raise RequestError(400, str(error), param="messages") from None
-        job = job_for(body, ids)
+        job = job_for(body, ids, (body.top_logprobs or 0) if body.logprobs else None)
         start(job)
         request_id = protocol.new_id("chatcmpl")
         if body.stream:
-            def chunk(text, finish):
+            def chunk(choice, text, finish, entries):
                 delta = {"content": text} if finish is None else {}
+                logprobs = None if entries is None else {"content": entries}
                 return {"id": request_id, "object": "chat.completion.chunk",
                         "created": protocol.now(), "model": model_name,
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                        "choices": [{"index": choice, "delta": delta, "logprobs": logprobs,
+                                     "finish_reason": finish}]}
 
-            first = {"id": request_id, "object": "chat.completion.chunk",
-                     "created": protocol.now(), "model": model_name,
-                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                  "finish_reason": None}]}
+            def first(choice):
+                return {"id": request_id, "object": "chat.completion.chunk",
+                        "created": protocol.now(), "model": model_name,
+                        "choices": [{"index": choice,
+                                     "delta": {"role": "assistant", "content": ""},
+                                     "logprobs": None, "finish_reason": None}]}
+
             return StreamingResponse(stream_events(job, chunk, first),
                                      media_type="text/event-stream")
-        text, finish, count = await collect(job)
+        choices = await collect(job)
         return {"id": request_id, "object": "chat.completion", "created": protocol.now(),
                 "model": model_name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": finish}],
-                "usage": protocol.usage(len(ids), count)}
+                "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                             "logprobs": None if entries is None else {"content": entries},
+                             "finish_reason": finish}
+                            for i, (text, finish, _, entries) in enumerate(choices)],
+                "usage": protocol.usage(len(ids), sum(c[2] for c in choices))}
 
     return app

@@ -26,7 +26,8 @@ class SamplingFields(BaseModel):
     logit_bias: dict[str, float] | None = None
     n: int = Field(default=1, ge=1)
     stream: bool = False
-    logprobs: Any = None
+    logprobs: Any = None  # chat: true/false; completions: how many alternatives (0-5)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     @field_validator("stop")
     @classmethod
@@ -85,6 +86,21 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
                code: str | None = None) -> dict:
     """OpenAI's error shape."""
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def completion_logprobs(entries) -> dict | None:
+    """The legacy /v1/completions `logprobs` object from chat-style token entries."""
+    if entries is None:
+        return None
+    offsets, offset = [], 0
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    return {"tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]}
+                             for e in entries],
+            "text_offset": offsets}
 
 
 FinishReason = Literal["stop", "length"]
