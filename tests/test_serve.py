@@ -4,6 +4,7 @@ process."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,12 +32,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+def start_server(*extra):
+    """`(process, base URL)` of `keras-lm serve` on the tiny preset, once it answers."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keras_lm.cli", "serve", "--preset", PRESET, "--port", str(port),
-         "--api-key", KEY, "--model-name", "tiny-qwen", "--max-tokens-limit", "64"],
+         "--api-key", KEY, "--model-name", "tiny-qwen", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -51,6 +52,12 @@ def server():
     else:
         process.kill()
         pytest.fail("the server did not start in 120 s")
+    return process, base
+
+
+@pytest.fixture(scope="module")
+def server():
+    process, base = start_server("--max-tokens-limit", "64")
     yield base
     process.terminate()
     try:
@@ -165,3 +172,131 @@ def test_api_key_and_template_errors(server):
     lines = [line for line in stream.text.splitlines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     assert json.loads(lines[0][6:])["object"] == "chat.completion.chunk"
+
+
+def greedy_completion(lm, prompt: str, max_tokens: int) -> str:
+    """What /v1/completions answers at temperature 0, from `lm.generate` here."""
+    ids = lm.preprocessor.prompt_rows([prompt])[0]
+    out = lm.generate({"token_ids": ids[None], "padding_mask": np.ones((1, len(ids)), bool)},
+                      max_new_tokens=max_tokens, stop_token_ids="auto")
+    new = np.asarray(out["token_ids"])[0][len(ids):][np.asarray(out["padding_mask"])[0][
+        len(ids):]]
+    stops = set(lm.preprocessor.tokenizer.generation_stop_ids())
+    return lm.preprocessor.tokenizer.detokenize([int(i) for i in new if int(i) not in stops])
+
+
+def test_n_choices_and_log_probs(client, lm):
+    three = client.chat.completions.create(model="tiny-qwen", messages=MESSAGES, n=3,
+                                           temperature=0, max_tokens=8)
+    expected = lm.chat(MESSAGES, max_new_tokens=8)
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert all(c.message.content == expected for c in three.choices)
+    assert three.usage.completion_tokens == sum(
+        len(lm.preprocessor.tokenizer.tokenize(expected)) + (c.finish_reason == "stop")
+        for c in three.choices) or three.usage.completion_tokens >= 3
+    sampled = client.chat.completions.create(model="tiny-qwen", messages=MESSAGES, n=4,
+                                             temperature=1.0, seed=7, max_tokens=16)
+    assert len({c.message.content for c in sampled.choices}) > 1  # each choice draws anew
+    again = client.chat.completions.create(model="tiny-qwen", messages=MESSAGES, n=4,
+                                           temperature=1.0, seed=7, max_tokens=16)
+    assert [c.message.content for c in again.choices] == [
+        c.message.content for c in sampled.choices]  # seeded: reproducible
+    scored = client.chat.completions.create(model="tiny-qwen", messages=MESSAGES,
+                                            temperature=0, max_tokens=6, logprobs=True,
+                                            top_logprobs=2)
+    content = scored.choices[0].logprobs.content
+    assert "".join(e.token for e in content) == scored.choices[0].message.content
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
+        assert entry.top_logprobs[0].token == entry.token  # greedy picks the best
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+    legacy = client.completions.create(model="tiny-qwen", prompt="the quick", temperature=0,
+                                       max_tokens=5, logprobs=2)
+    logprobs = legacy.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs)
+    assert "".join(logprobs.tokens) == legacy.choices[0].text
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs)
+
+
+def test_32_concurrent_streams_with_disconnects(server, lm):
+    """Mixed prompts and lengths stream at once through the 8 slots; every fifth client hangs
+    up after its first piece. Every other answer equals its own greedy generation."""
+    import asyncio
+
+    words = ["the quick brown fox", "a lazy dog", "hello", "once upon a time there was",
+             "jumps over", "brown", "the the the", "fox and dog"]
+    cases = [(words[i % len(words)], 4 + (i * 7) % 37) for i in range(32)]
+    expected = {case: greedy_completion(lm, *case) for case in set(cases)}
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    async def one(http, index, prompt, max_tokens):
+        body = {"model": "tiny-qwen", "prompt": prompt, "max_tokens": max_tokens,
+                "temperature": 0, "stream": True}
+        pieces, finish = [], None
+        async with http.stream("POST", f"{server}/v1/completions", json=body,
+                               headers=headers) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                choice = json.loads(line[6:])["choices"][0]
+                pieces.append(choice["text"])
+                finish = choice["finish_reason"] or finish
+                if index % 5 == 0 and pieces:
+                    return None  # hang up mid-answer
+        return "".join(pieces), finish
+
+    async def everyone():
+        async with httpx.AsyncClient(timeout=120) as http:
+            return await asyncio.gather(*(one(http, i, *case) for i, case in enumerate(cases)))
+
+    results = asyncio.run(everyone())
+    for index, (case, result) in enumerate(zip(cases, results, strict=True)):
+        if index % 5:
+            text, finish = result
+            assert text == expected[case], (index, case)
+            assert finish in ("stop", "length")
+    deadline = time.monotonic() + 30  # the hung-up requests leave at their next chunk
+    while httpx.get(f"{server}/health").json()["running"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert httpx.get(f"{server}/health").json()["running"] == 0
+    after = httpx.post(f"{server}/v1/completions", headers=headers, json={
+        "model": "tiny-qwen", "prompt": "hello", "max_tokens": 5, "temperature": 0})
+    assert after.json()["choices"][0]["text"] == greedy_completion(lm, "hello", 5)
+
+
+def test_full_queue_429_and_graceful_shutdown(lm):
+    """One slot, one waiting place: a burst gets 429s; on SIGTERM the running stream still
+    ends properly and the process exits cleanly."""
+    import concurrent.futures
+
+    process, base = start_server("--max-batch", "1", "--max-queue", "1")
+    headers = {"Authorization": f"Bearer {KEY}"}
+    try:
+        def ask(_):
+            return httpx.post(f"{base}/v1/completions", headers=headers, timeout=120, json={
+                "model": "tiny-qwen", "prompt": "the quick", "max_tokens": 40,
+                "temperature": 0}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(ask, range(12)))
+        assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+        body = {"model": "tiny-qwen", "prompt": "the quick", "max_tokens": 60,
+                "temperature": 0, "stream": True}
+        lines = []
+        with httpx.stream("POST", f"{base}/v1/completions", json=body, headers=headers,
+                          timeout=120) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: ") and not lines:
+                    process.terminate()  # SIGTERM while the answer is being written
+                lines.append(line)
+        # uvicorn re-raises the signal once it has shut down cleanly (-15, not a crash).
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert "Traceback" not in process.stdout.read()
+        data = [line for line in lines if line.startswith("data: ")]
+        assert data[-1] == "data: [DONE]"
+        text = "".join(json.loads(line[6:])["choices"][0]["text"] for line in data[:-1])
+        assert text == greedy_completion(lm, "the quick", 60)
+    finally:
+        if process.poll() is None:
+            process.kill()
