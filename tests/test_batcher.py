@@ -1,6 +1,7 @@
 """Continuous batching (`ContinuousBatcher`) and per-row sampling (`RowSampler`): requests that
 join and leave a running batch generate exactly what they generate alone."""
 
+import json
 import os
 
 import numpy as np
@@ -211,3 +212,22 @@ def test_counter_uniforms_are_uniform_and_deterministic():
     assert len(np.unique(u)) > 0.99 * len(u)
     again = ops.convert_to_numpy(counter_uniform(seeds, counters))
     np.testing.assert_array_equal(u, again)
+
+
+def test_generate_with_a_json_schema_validates(lm):
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("llguidance")
+    schema = {"type": "object", "required": ["name", "size"], "additionalProperties": False,
+              "properties": {"name": {"type": "string", "maxLength": 6},
+                             "size": {"type": "integer", "minimum": 1, "maximum": 9}}}
+    texts = lm.generate(["the quick", "a lazy dog", "hello"], max_new_tokens=48,
+                        json_schema=schema, strip_prompt=True,
+                        sampler=keras_lm.samplers.TopPSampler(p=0.95, temperature=1.5, seed=2))
+    for text in texts:
+        jsonschema.validate(json.loads(text), schema)
+    with pytest.raises(ValueError, match="stream"):
+        lm.generate("x", json_schema=schema, stream=True)
+    with pytest.raises(ValueError, match="objectx"):
+        lm.generate("x", json_schema={"type": "objectx"})
+    with pytest.raises(ValueError, match="BeamSampler"):
+        lm.generate("x", json_schema=schema, sampler="beam")

@@ -144,7 +144,9 @@ def test_sampling_fields_are_accepted(client):
     (dict(temperature=0.5, extra_body={"top_k": 1000}), 400, "top_k"),
     (dict(top_logprobs=3), 400, "logprobs"),
     (dict(model="gpt-4"), 404, "does not exist"),
-    (dict(response_format={"type": "json_object"}), 400, "response_format"),
+    (dict(response_format={"type": "xml"}), 400, "response_format"),
+    (dict(response_format={"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "objectx"}}}), 400, "schema"),
     (dict(logit_bias={"99999999": 1.0}), 400, "logit_bias"),
 ])
 def test_errors_are_openai_shaped(client, kwargs, status, words):
@@ -300,3 +302,33 @@ def test_full_queue_429_and_graceful_shutdown(lm):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+PERSON = {"type": "object", "additionalProperties": False, "required": ["name", "age", "ok"],
+          "properties": {"name": {"type": "string", "maxLength": 8},
+                         "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                         "ok": {"type": "boolean"}}}
+
+
+def test_structured_output_always_validates(client):
+    jsonschema = pytest.importorskip("jsonschema")
+    reply = client.chat.completions.create(
+        model="tiny-qwen", messages=MESSAGES, temperature=1.0, seed=1, max_tokens=64, n=4,
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "person", "schema": PERSON}})
+    for choice in reply.choices:
+        assert choice.finish_reason == "stop"
+        jsonschema.validate(json.loads(choice.message.content), PERSON)
+    streamed = client.chat.completions.create(
+        model="tiny-qwen", messages=MESSAGES, temperature=0, max_tokens=64, stream=True,
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "person", "schema": PERSON}})
+    text = "".join(c.choices[0].delta.content or "" for c in streamed)
+    jsonschema.validate(json.loads(text), PERSON)
+    anything = client.chat.completions.create(
+        model="tiny-qwen", messages=MESSAGES, temperature=0, max_tokens=64,
+        response_format={"type": "json_object"})
+    content = anything.choices[0].message.content
+    assert content.startswith("{")
+    if anything.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(content), dict)

@@ -17,7 +17,7 @@ Example:
 """
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import keras
 import numpy as np
@@ -43,6 +43,7 @@ class BatchRequest:
     max_new: int
     settings: RowSettings = field(default_factory=RowSettings)
     top_log_probs: int = 0  # alternatives per token to report (0..TOP_LOG_PROBS)
+    grammar: object = None  # an llguidance matcher: only the tokens it allows (see grammar.py)
 
 
 @dataclass
@@ -165,6 +166,10 @@ class ContinuousBatcher:
             return {}
         settings = [r.settings if r is not None else None for r in self.requests]
         modes = RowModes.of(settings)
+        masks = self._grammar_masks(active)
+        chunk_size = self.chunk_size
+        if masks:  # the mask changes with every token: one step per chunk, as a logit bias
+            modes, chunk_size = replace(modes, bias=True), 1
         top = TOP_LOG_PROBS if any(self.requests[i].top_log_probs for i in active) else 0
         sampler = self._sampler(modes)
         processors = self.base_processors + sampler.processors()
@@ -174,7 +179,7 @@ class ContinuousBatcher:
                             "counts": ops.convert_to_tensor(zeros)}
         elif not modes.penalties:
             self.history = None
-        self._fit(self.index + self.chunk_size)
+        self._fit(self.index + chunk_size)
         self.positions[self.done] = 0  # finished and empty rows: any in-range position
         state = {
             "logits": self.logits,
@@ -189,11 +194,14 @@ class ContinuousBatcher:
         builder = functools.partial(self.engine._build_chunk, top_log_probs=top)
         chunk = self.engine.compiled(f"rows-{top}", sampler, builder, processors,
                                      donate=(1, 5))
-        values = [ops.convert_to_tensor(v) for v in sampler.values_for(settings, self.counters)]
+        values = sampler.values_for(settings, self.counters)
+        for slot, allowed in masks.items():
+            values[-1][slot] = np.where(allowed, values[-1][slot], -1e9)
+        values = [ops.convert_to_tensor(v) for v in values]
         state, values, *outs = chunk(
             values, state, ops.convert_to_tensor(self.stop_ids),
             ops.convert_to_tensor(self.max_new), ops.convert_to_tensor(self.left_pad),
-            chunk_outputs(self.slots, self.chunk_size, top),
+            chunk_outputs(self.slots, chunk_size, top),
         )
         outs = [to_numpy(o) for o in outs]
         self.logits, self.caches = state["logits"], state["caches"]
@@ -209,6 +217,10 @@ class ContinuousBatcher:
             keep = outs[0][slot] >= 0
             tokens = outs[0][slot][keep].tolist()
             self.generated[slot].extend(tokens)
+            grammar = self.requests[slot].grammar
+            if grammar is not None and tokens and not grammar.is_stopped():
+                if not grammar.consume_tokens(tokens):
+                    self.done[slot] = True  # cannot happen under the mask; never loop on it
             top_rows = []
             if self.requests[slot].top_log_probs:
                 n = self.requests[slot].top_log_probs
@@ -223,6 +235,22 @@ class ContinuousBatcher:
         self.done[slot] = True
 
     # -- internals -----------------------------------------------------------------------------
+    def _grammar_masks(self, active) -> dict:
+        """`{slot: allowed tokens}` for running rows that follow a grammar."""
+        from keras_lm.generation.grammar import allowed_tokens
+
+        masks = {}
+        for slot in active:
+            grammar = self.requests[slot].grammar
+            if grammar is None or self.done[slot]:
+                continue
+            allowed = allowed_tokens(grammar, self.vocabulary_size)
+            if grammar.is_error() or not allowed.any():  # nothing can follow: end the row
+                self.done[slot] = True
+            else:
+                masks[slot] = allowed
+        return masks
+
     @property
     def _kv_heads(self) -> int:
         return self.backbone.num_key_value_heads

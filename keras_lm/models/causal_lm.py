@@ -95,6 +95,7 @@ class CausalLM(Task):
         frequency_penalty: float | None = None,
         logit_bias: dict | None = None,
         logits_processors: list | None = None,
+        json_schema: dict | bool | None = None,
     ):
         """Generate continuations of `inputs`.
 
@@ -112,6 +113,8 @@ class CausalLM(Task):
         of each generated token per row), and logits processors usable with every sampler:
         `min_p`, `repetition_penalty`, `presence_penalty`, `frequency_penalty`, `logit_bias`
         (`{token_id: bias}`) and `logits_processors` (callables `(logits, context) -> logits`).
+        `json_schema` (a JSON schema dict, or True for any JSON object) constrains each
+        completion to JSON valid against it (needs `llguidance`).
 
         Example:
         >>> lm.generate(["This is a", "Where are you"], max_length=30)  # doctest: +SKIP
@@ -156,6 +159,21 @@ class CausalLM(Task):
         )
         lengths = np.array([len(p) for p in prompts])
         limit = self._new_token_budget(lengths, max_length, max_new_tokens)
+        if json_schema is not None and json_schema is not False:
+            from keras_lm.generation import structured
+
+            given = dict(stream=stream, return_log_probs=return_log_probs, stop_strings=stops,
+                         repetition_penalty=repetition_penalty,
+                         logits_processors=logits_processors)
+            refused = [name for name in structured.NOT_WITH_SCHEMA if given[name]]
+            if refused:
+                raise ValueError(f"`json_schema` cannot be combined with `{refused[0]}`.")
+            settings = structured.row_settings(sampler, min_p, presence_penalty,
+                                               frequency_penalty, logit_bias)
+            tokens = structured.generate_json(self, prompts, limit, stop_ids, json_schema,
+                                              settings)
+            return self._format(prompts, tokens, int((lengths + limit).max()), text_input,
+                                batched, strip_prompt)
         request = GenerationRequest(
             prompts=prompts,
             max_new=limit,

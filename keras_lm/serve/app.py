@@ -11,6 +11,7 @@ import hmac
 import json
 import secrets
 
+from keras_lm.generation.grammar import json_grammar
 from keras_lm.generation.row_sampling import RowSettings
 from keras_lm.serve import protocol
 from keras_lm.serve.worker import GenerationWorker, Job, QueueFull, ShuttingDown
@@ -123,6 +124,29 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
                    stop_strings=body.stop, loop=asyncio.get_running_loop(), n=body.n,
                    top_log_probs=top_log_probs)
 
+    def response_grammar(response_format) -> str | None:
+        """The grammar `response_format` asks for: None for text."""
+        kind = (response_format or {}).get("type", "text")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            schema = None
+        elif kind == "json_schema":
+            spec = response_format.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+                raise RequestError(400, "`response_format.json_schema` must be an object with "
+                                        "a `schema`.", param="response_format")
+            schema = spec.get("schema", {})
+        else:
+            raise RequestError(400, f"`response_format.type` {kind!r} is not one of 'text', "
+                                    "'json_object', 'json_schema'.", param="response_format")
+        try:
+            return json_grammar(schema)
+        except ImportError as error:
+            raise RequestError(400, str(error), param="response_format") from None
+        except ValueError as error:
+            raise RequestError(400, str(error), param="response_format") from None
+
     def start(job: Job) -> None:
         try:
             worker.submit(job)
@@ -231,9 +255,7 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
     @app.post("/v1/chat/completions")
     async def chat_completions(body: protocol.ChatCompletionRequest):
         check_model(body.model)
-        if body.response_format and body.response_format.get("type") not in (None, "text"):
-            raise RequestError(400, "`response_format` (structured output) is not supported "
-                                    "yet.", param="response_format")
+        grammar = response_grammar(body.response_format)
         if body.logprobs not in (None, True, False):
             raise RequestError(400, "`logprobs` is true or false.", param="logprobs")
         if body.top_logprobs and not body.logprobs:
@@ -245,6 +267,7 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
         except ValueError as error:  # the chat template refuses the conversation
             raise RequestError(400, str(error), param="messages") from None
         job = job_for(body, ids, (body.top_logprobs or 0) if body.logprobs else None)
+        job.grammar = grammar
         start(job)
         request_id = protocol.new_id("chatcmpl")
         if body.stream:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from keras_lm.generation.batcher import BatchRequest, ContinuousBatcher
+from keras_lm.generation.grammar import new_matcher
 from keras_lm.generation.row_sampling import RowSettings
 from keras_lm.generation.text import RowText
 
@@ -41,6 +42,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     n: int = 1
     top_log_probs: int | None = None  # None: no log-probs; else alternatives per token
+    grammar: str | None = None  # structured output: each choice follows this grammar
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -140,8 +142,14 @@ class GenerationWorker:
         settings = job.settings
         if choice:  # each choice draws its own numbers
             settings = replace(settings, seed=settings.seed + 7919 * choice)
-        request = BatchRequest(job.prompt_ids, job.max_tokens, settings, job.top_log_probs or 0)
         try:
+            matcher = None
+            if job.grammar is not None:
+                matcher = new_matcher(self.tokenizer, self.lm.backbone.vocabulary_size,
+                                      self.batcher.stop_ids[self.batcher.stop_ids >= 0],
+                                      job.grammar)
+            request = BatchRequest(job.prompt_ids, job.max_tokens, settings,
+                                   job.top_log_probs or 0, matcher)
             slot = self.batcher.add(request)
         except ValueError as error:  # the request's own fault
             job.cancel()
