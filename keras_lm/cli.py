@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 # JAX keeps compiled programs here between runs; KERAS_LM_COMPILE_CACHE=off disables it.
 _DEFAULT_COMPILE_CACHE = os.path.join("~", ".cache", "keras_lm", "jax")
@@ -59,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-prompt-tokens", type=int, default=None)
     serve.add_argument("--max-tokens-limit", type=int, default=4096)
     serve.add_argument("--dtype", default=None, help="e.g. float32, bfloat16.")
+    serve.add_argument("--quantize", choices=["int8"], default=None,
+                       help="Quantize the weights after loading (int8: ~2x faster decoding).")
     serve.add_argument("--max-batch", type=int, default=8,
                        help="Sequences decoded together (continuous batching slots).")
     serve.add_argument("--prefix-cache-mb", type=int, default=256,
@@ -299,6 +302,10 @@ def _serve(args, keras_lm) -> int:
               "can reach the port can use the model.", file=sys.stderr)
     kwargs = {"dtype": args.dtype} if args.dtype else {}
     lm = keras_lm.models.CausalLM.from_preset(preset, **kwargs)
+    if args.quantize:
+        with warnings.catch_warnings():  # Keras names every layer without weights to quantize
+            warnings.simplefilter("ignore")
+            lm.quantize(args.quantize)
     app = create_app(lm, args.model_name or os.path.basename(preset.rstrip("/")),
                      api_key=args.api_key, max_queue=args.max_queue,
                      max_prompt_tokens=args.max_prompt_tokens,

@@ -34,16 +34,19 @@ def alone(lm, prompt, max_new, stop="auto", **options):
     return row[len(prompt):][mask[len(prompt):]].tolist()
 
 
-def run_all(batcher, requests):
-    """Feed `requests` in order as slots free up; each one's generated tokens and outputs."""
+def run_all(batcher, requests, widths=None):
+    """Feed `requests` in order as slots free up; each one's generated tokens and outputs
+    (and the number of decode rows of every step into `widths`)."""
     pending, owner = list(range(len(requests))), {}
     tokens = {i: [] for i in pending}
     outputs = {i: [] for i in pending}
-    while pending or batcher.active_slots():
+    while pending or batcher.running():
         while pending and batcher.free_slots():
             i = pending.pop(0)
             owner[batcher.add(requests[i])] = i
         for slot, output in batcher.step().items():
+            if widths is not None:
+                widths.append(batcher.width)
             tokens[owner[slot]].extend(output.tokens)
             outputs[owner[slot]].append(output)
             if output.finished:
@@ -64,10 +67,14 @@ def test_joining_and_leaving_rows_generate_what_they_generate_alone(lm):
     prompts = random_prompts(lm, (5, 12, 3, 30, 7, 70, 2, 17, 40, 4, 6))
     budgets = (20, 5, 33, 12, 40, 8, 25, 3, 16, 30, 7)
     batcher = ContinuousBatcher(lm, slots=4, chunk_size=4, prefix_cache_bytes=0)
-    got, _ = run_all(batcher, [BatchRequest(p, n) for p, n in zip(prompts, budgets, strict=True)])
+    widths = []
+    requests = [BatchRequest(p, n) for p, n in zip(prompts, budgets, strict=True)]
+    got, _ = run_all(batcher, requests, widths)
     for i, (prompt, budget) in enumerate(zip(prompts, budgets, strict=True)):
         assert got[i] == alone(lm, prompt, budget), i
     assert batcher.caches is None and batcher.index == 0  # idle: memory given back
+    # The rows follow the load: 4 while the queue is full, 1 for the last long request.
+    assert max(widths) == 4 and widths[-1] == 1
 
 
 def test_cache_follows_live_rows_not_the_time_the_server_has_run(lm):
@@ -85,7 +92,7 @@ def test_cache_follows_live_rows_not_the_time_the_server_has_run(lm):
             if output.finished:
                 batcher.release(slot)
         capacities.append(batcher.capacity)
-        if not batcher.active_slots():
+        if not batcher.running():
             break
     assert got[0] == alone(lm, first, 40, None) and got[1] == alone(lm, second, 56, None)
     assert max(capacities) == 64  # B alone needs 62 slots; A + B ran over 100 steps

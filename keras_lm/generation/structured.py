@@ -60,7 +60,7 @@ def generate_json(lm, prompts, max_new: np.ndarray, stop_ids, schema, settings: 
                 for p, n in zip(prompts, max_new, strict=True)]
     tokens = [[] for _ in prompts]
     pending, owner = list(range(len(prompts))), {}
-    while pending or batcher.active_slots():
+    while pending or batcher.running():
         while pending and batcher.free_slots():
             row = pending.pop(0)
             owner[batcher.add(requests[row])] = row

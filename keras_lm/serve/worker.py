@@ -112,11 +112,11 @@ class GenerationWorker:
                 outputs = self.batcher.step()
             except Exception as error:  # a bug must not stop the server: fail the batch
                 log.exception("decode step failed")
-                for slot in list(self.rows):
-                    self._end(slot, error=(f"{type(error).__name__}: {error}", 500))
+                for handle in list(self.rows):
+                    self._end(handle, error=(f"{type(error).__name__}: {error}", 500))
                 continue
-            for slot, output in outputs.items():
-                self._deliver(slot, output)
+            for handle, output in outputs.items():
+                self._deliver(handle, output)
 
     def _admit(self) -> bool:
         """Take queued jobs and give their choices free slots; False once shutting down."""
@@ -150,7 +150,7 @@ class GenerationWorker:
                                       job.grammar)
             request = BatchRequest(job.prompt_ids, job.max_tokens, settings,
                                    job.top_log_probs or 0, matcher)
-            slot = self.batcher.add(request)
+            handle = self.batcher.add(request)
         except ValueError as error:  # the request's own fault
             job.cancel()
             job.emit("error", str(error), 400)
@@ -160,13 +160,13 @@ class GenerationWorker:
             job.cancel()
             job.emit("error", f"{type(error).__name__}: {error}", 500)
             return
-        self.rows[slot] = _Row(job, choice, RowText(self.tokenizer._decode, job.prompt_ids,
+        self.rows[handle] = _Row(job, choice, RowText(self.tokenizer._decode, job.prompt_ids,
                                                     self.special))
 
-    def _deliver(self, slot: int, output) -> None:
-        row = self.rows[slot]
+    def _deliver(self, handle, output) -> None:
+        row = self.rows[handle]
         if row.job.cancelled.is_set():  # the client went away: free the slot
-            self._end(slot)
+            self._end(handle)
             return
         tokens = output.tokens
         stop_token = output.finished and bool(tokens) and tokens[-1] in self.stop_ids
@@ -190,7 +190,7 @@ class GenerationWorker:
             if stopped:
                 row.tokens = len(row.text.tokens)
             reason = "stop" if stopped or stop_token else "length"
-            self._end(slot, reason=reason)
+            self._end(handle, reason=reason)
 
     def _log_prob_entry(self, token: int, log_prob: float, top) -> dict:
         text = self.tokenizer.detokenize([token])
@@ -203,9 +203,9 @@ class GenerationWorker:
                                               "bytes": list(other.encode())})
         return entry
 
-    def _end(self, slot: int, reason: str | None = None, error=None) -> None:
-        row = self.rows.pop(slot)
-        self.batcher.release(slot)
+    def _end(self, handle, reason: str | None = None, error=None) -> None:
+        row = self.rows.pop(handle)
+        self.batcher.release(handle)
         if error is not None:
             row.job.cancel()
             row.job.emit("error", *error)
@@ -213,13 +213,13 @@ class GenerationWorker:
             row.job.emit("done", row.choice, reason, row.tokens)
 
     def _drop_cancelled(self) -> None:
-        for slot, row in list(self.rows.items()):
+        for handle, row in list(self.rows.items()):
             if row.job.cancelled.is_set():
-                self._end(slot)
+                self._end(handle)
 
     def _close(self) -> None:
-        for slot in list(self.rows):
-            self._end(slot, error=("The server is shutting down.", 503))
+        for handle in list(self.rows):
+            self._end(handle, error=("The server is shutting down.", 503))
         pending = [job for job, _ in self.waiting]
         while True:
             try:
