@@ -13,11 +13,13 @@ Run: python benchmarks/serve.py [--new-tokens 48] [--skip transformers] [--only 
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +60,8 @@ def server_command(name: str, port: int):
         if not _has("llama_cpp.server") or not _has("sse_starlette"):
             return None
         return [sys.executable, "-m", "llama_cpp.server", "--model", gguf_path(), "--port",
-                str(port), "--n_threads", threads, "--n_ctx", "4096", "--model_alias", "m"], env
+                str(port), "--n_threads", threads, "--n_ctx", "4096", "--model_alias", "m",
+                "--verbose", "False", "--interrupt_requests", "False"], env
     if name == "transformers":
         import shutil
 
@@ -84,12 +87,13 @@ def start(name: str):
         return None
     cmd, env = made
     began = time.perf_counter()
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile("w+")  # a pipe nobody reads would block a chatty server
+    process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     while time.perf_counter() - began < 600:
         if process.poll() is not None:
-            print(f"{name}: exited\n{process.stderr.read()[-2000:]}", file=sys.stderr)
+            log.seek(0)
+            print(f"{name}: exited\n{log.read()[-2000:]}", file=sys.stderr)
             return None
         try:
             models = httpx.get(f"{base}/v1/models", timeout=2).json()["data"]
@@ -97,6 +101,7 @@ def start(name: str):
         except (httpx.HTTPError, KeyError, IndexError, ValueError):
             time.sleep(0.5)
     process.kill()
+    print(f"{name}: did not answer in 600 s", file=sys.stderr)
     return None
 
 
@@ -144,16 +149,17 @@ async def level(base, model, concurrency, requests, new_tokens, count_tokens):
             "tokens": tokens, "wall": wall}
 
 
-async def next_turn(base, model, new_tokens):
-    """Time to first token of a chat's second turn (same long system prompt and first turn)."""
+async def next_turn(base, model, new_tokens, topic):
+    """Time to first token of a chat's second turn (the long system prompt and the first turn
+    again, then a new question), and of a fresh prompt of the same length."""
     import httpx
 
-    first_turn = f"{SYSTEM_PROMPT}\nUser: Tell me about bread.\nAssistant:"
+    first_turn = f"{SYSTEM_PROMPT}\nUser: Tell me about {topic}.\nAssistant:"
     async with httpx.AsyncClient(timeout=900) as http:
         _, _, reply = await one_request(http, base, model, first_turn, new_tokens)
-        second = f"{first_turn}{reply}\nUser: And about butter?\nAssistant:"
+        second = f"{first_turn}{reply}\nUser: And how is it made?\nAssistant:"
         ttft, _, _ = await one_request(http, base, model, second, 4)
-        fresh = f"{SYSTEM_PROMPT[::-1]}\nUser: And about butter?\nAssistant:{reply}"
+        fresh = f"{SYSTEM_PROMPT[::-1]}\nUser: {topic}?\nAssistant:{reply} How is it made?"
         cold, _, _ = await one_request(http, base, model, fresh, 4)
     return ttft, cold
 
@@ -164,21 +170,33 @@ def measure(name, args, count_tokens):
         return None
     process, base, model, ready = started
     try:
-        asyncio.run(level(base, model, 8, 8, 8, count_tokens))  # compile and warm up
-        row = {"ready_s": ready}
-        for concurrency in LEVELS:
-            requests = {1: 4, 8: 16, 32: 32}[concurrency]
-            row[concurrency] = asyncio.run(level(base, model, concurrency, requests,
-                                                 args.new_tokens, count_tokens))
-        row["turn2_ttft"], row["cold_ttft"] = asyncio.run(next_turn(base, model,
-                                                                    args.new_tokens))
-        return row
+        return _measure(base, model, ready, args, count_tokens)
+    except Exception as error:  # one server failing must not lose the others' rows
+        print(f"{name}: failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return None
     finally:
         process.terminate()
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def _measure(base, model, ready, args, count_tokens):
+    # The whole workload once untimed first (compilation, caches), then timed.
+    row = {"ready_s": ready}
+    for timed in (False, True):
+        for concurrency in LEVELS:
+            requests = {1: 4, 8: 16, 32: 32}[concurrency]
+            result = asyncio.run(level(base, model, concurrency, requests, args.new_tokens,
+                                       count_tokens))
+            if timed:
+                row[concurrency] = result
+        if not timed:
+            asyncio.run(next_turn(base, model, args.new_tokens, "cheese"))
+    row["turn2_ttft"], row["cold_ttft"] = asyncio.run(next_turn(base, model, args.new_tokens,
+                                                                "bread"))
+    return row
 
 
 def main():
@@ -204,7 +222,7 @@ def main():
         row = measure(name, args, count_tokens)
         if row is not None:
             rows[name] = row
-            print(f"{name}: done", file=sys.stderr)
+            print(f"{name}: {json.dumps(row)}", file=sys.stderr)
     load_after = os.getloadavg()
     print(f"Gemma 3 270M (Q4_K_M GGUF); /v1/completions streamed, {args.new_tokens} new tokens, "
           f"greedy; {os.cpu_count()} CPUs; load average before {load_before[0]:.2f}, after "

@@ -60,6 +60,7 @@ def random_prompts(lm, lengths, seed=0):
             for n in lengths]
 
 
+@pytest.mark.tensorflow
 def test_joining_and_leaving_rows_generate_what_they_generate_alone(lm):
     # 4 slots, 11 requests of mixed lengths: rows join mid-run, a 70-token prompt arrives
     # after short ones started (every row shifts right) and the cache runs out of room

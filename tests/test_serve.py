@@ -222,7 +222,8 @@ def test_n_choices_and_log_probs(client, lm):
 
 def test_32_concurrent_streams_with_disconnects(server, lm):
     """Mixed prompts and lengths stream at once through the 8 slots; every fifth client hangs
-    up after its first piece. Every other answer equals its own greedy generation."""
+    up after its first piece, some send a bad request first. Every other answer equals its
+    own greedy generation."""
     import asyncio
 
     words = ["the quick brown fox", "a lazy dog", "hello", "once upon a time there was",
@@ -234,6 +235,10 @@ def test_32_concurrent_streams_with_disconnects(server, lm):
     async def one(http, index, prompt, max_tokens):
         body = {"model": "tiny-qwen", "prompt": prompt, "max_tokens": max_tokens,
                 "temperature": 0, "stream": True}
+        if index % 7 == 3:  # a bad request among the good ones
+            bad = await http.post(f"{server}/v1/completions", headers=headers,
+                                  json=dict(body, temperature=0.5, top_k=10 ** 4))
+            assert bad.status_code == 400 and "top_k" in bad.json()["error"]["message"]
         pieces, finish = [], None
         async with http.stream("POST", f"{server}/v1/completions", json=body,
                                headers=headers) as response:

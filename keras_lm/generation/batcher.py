@@ -188,6 +188,8 @@ class ContinuousBatcher:
         chunk_size = self.chunk_size
         if masks:  # the mask changes with every token: one step per chunk, as a logit bias
             modes, chunk_size = replace(modes, bias=True), 1
+        if any(not self.generated[i] and not self.done[i] for i in active):
+            chunk_size = 1  # a request that just joined gets its first token right away
         top = TOP_LOG_PROBS if any(self.requests[i].top_log_probs for i in active) else 0
         sampler = self._sampler(modes, width)
         processors = self.base_processors + sampler.processors()

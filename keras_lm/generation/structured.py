@@ -42,9 +42,16 @@ def row_settings(sampler, min_p=None, presence_penalty=None, frequency_penalty=N
     )
 
 
-def generate_json(lm, prompts, max_new: np.ndarray, stop_ids, schema, settings: RowSettings):
+def generate_json(lm, prompts, max_new: np.ndarray, stop_ids, schema, sampler, *,
+                  min_p=None, presence_penalty=None, frequency_penalty=None, logit_bias=None,
+                  **refusable):
     """Per prompt, the generated ids, each sequence constrained to JSON valid against `schema`
-    (True: any JSON object); the stop token that ends the JSON is not kept."""
+    (True: any JSON object); the stop token that ends the JSON is not kept. `refusable`:
+    `generate`'s other options, which must be unset."""
+    refused = [name for name in NOT_WITH_SCHEMA if refusable.get(name)]
+    if refused:
+        raise ValueError(f"`json_schema` cannot be combined with `{refused[0]}`.")
+    settings = row_settings(sampler, min_p, presence_penalty, frequency_penalty, logit_bias)
     tokenizer = getattr(lm.preprocessor, "tokenizer", None)
     if tokenizer is None:
         raise ValueError("`json_schema` needs a preprocessor with a tokenizer.")

@@ -162,16 +162,10 @@ class CausalLM(Task):
         if json_schema is not None and json_schema is not False:
             from keras_lm.generation import structured
 
-            given = dict(stream=stream, return_log_probs=return_log_probs, stop_strings=stops,
-                         repetition_penalty=repetition_penalty,
-                         logits_processors=logits_processors)
-            refused = [name for name in structured.NOT_WITH_SCHEMA if given[name]]
-            if refused:
-                raise ValueError(f"`json_schema` cannot be combined with `{refused[0]}`.")
-            settings = structured.row_settings(sampler, min_p, presence_penalty,
-                                               frequency_penalty, logit_bias)
+            rest = {k: v for k, v in options.items() if k not in ("sampler", "max_new_tokens")}
             tokens = structured.generate_json(self, prompts, limit, stop_ids, json_schema,
-                                              settings)
+                                              sampler, **rest, stream=stream,
+                                              return_log_probs=return_log_probs)
             return self._format(prompts, tokens, int((lengths + limit).max()), text_input,
                                 batched, strip_prompt)
         request = GenerationRequest(
