@@ -95,8 +95,12 @@ def test_chat_completion_equals_lm_chat(client, lm):
     if choice.finish_reason == "length":
         assert reply.usage.completion_tokens == 12
     streamed = client.chat.completions.create(model="tiny-qwen", messages=MESSAGES,
-                                              temperature=0, max_tokens=12, stream=True)
+                                              temperature=0, max_tokens=12, stream=True,
+                                              stream_options={"include_usage": True})
     chunks = list(streamed)
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == \
+        reply.usage.total_tokens
+    chunks = chunks[:-1]
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == expected

@@ -186,14 +186,14 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
     def sse(data) -> str:
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-    async def stream_events(job: Job, chunk, first=None):
+    async def stream_events(job: Job, chunk, first=None, usage=None):
         """Server-sent events: `chunk(choice, text, finish_reason, logprobs)` per piece, then
-        [DONE]."""
+        `usage(completion_tokens)` when the client asked for it, then [DONE]."""
         try:
             if first is not None:
                 for choice in range(job.n):
                     yield sse(first(choice))
-            remaining = job.n
+            remaining, completion_tokens = job.n, 0
             while remaining:
                 event = await job.events.get()
                 if event[0] == "text":
@@ -201,9 +201,12 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
                 elif event[0] == "done":
                     yield sse(chunk(event[1], "", event[2], None))
                     remaining -= 1
+                    completion_tokens += event[3]
                 else:
                     yield sse(protocol.error_body(event[1], "server_error"))
                     break
+            if usage is not None and not remaining:
+                yield sse(usage(completion_tokens))
             yield "data: [DONE]\n\n"
         finally:
             job.cancel()
@@ -236,7 +239,14 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
                                      "logprobs": protocol.completion_logprobs(entries),
                                      "finish_reason": finish}]}
 
-            return StreamingResponse(stream_events(job, chunk), media_type="text/event-stream")
+            def usage(count):
+                return {"id": request_id, "object": "text_completion",
+                        "created": protocol.now(), "model": model, "choices": [],
+                        "usage": protocol.usage(len(rows[0]), count)}
+
+            return StreamingResponse(
+                stream_events(job, chunk, usage=usage if body.include_usage else None),
+                media_type="text/event-stream")
         for job in jobs:
             start(job)
         choices, prompt_tokens, completion_tokens = [], 0, 0
@@ -286,8 +296,14 @@ def create_app(lm, model_name: str, api_key: str | None = None, max_queue: int =
                                      "delta": {"role": "assistant", "content": ""},
                                      "logprobs": None, "finish_reason": None}]}
 
-            return StreamingResponse(stream_events(job, chunk, first),
-                                     media_type="text/event-stream")
+            def usage(count):
+                return {"id": request_id, "object": "chat.completion.chunk",
+                        "created": protocol.now(), "model": model_name, "choices": [],
+                        "usage": protocol.usage(len(ids), count)}
+
+            return StreamingResponse(
+                stream_events(job, chunk, first, usage if body.include_usage else None),
+                media_type="text/event-stream")
         choices = await collect(job)
         return {"id": request_id, "object": "chat.completion", "created": protocol.now(),
                 "model": model_name,

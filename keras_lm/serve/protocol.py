@@ -28,6 +28,11 @@ class SamplingFields(BaseModel):
     stream: bool = False
     logprobs: Any = None  # chat: true/false; completions: how many alternatives (0-5)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    stream_options: dict | None = None  # {"include_usage": true}: a last chunk with usage
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
 
     @field_validator("stop")
     @classmethod
