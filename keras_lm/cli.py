@@ -60,8 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-prompt-tokens", type=int, default=None)
     serve.add_argument("--max-tokens-limit", type=int, default=4096)
     serve.add_argument("--dtype", default=None, help="e.g. float32, bfloat16.")
-    serve.add_argument("--quantize", choices=["int8"], default=None,
-                       help="Quantize the weights after loading (int8: ~2x faster decoding).")
+    serve.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                       help="Quantize the weights after loading (int8: ~2x faster decoding; "
+                            "int4: groups of 32, a quarter of the float32 weight memory).")
     serve.add_argument("--max-batch", type=int, default=8,
                        help="Sequences decoded together (continuous batching slots).")
     serve.add_argument("--prefix-cache-mb", type=int, default=256,
@@ -286,6 +287,14 @@ def _generate(args, keras_lm) -> int:
     return 0
 
 
+def quantization_config(mode: str):
+    """The `quantize()` config the command line uses: int4 in groups of 32 (llama.cpp's block
+    size; Keras' default 128 loses more quality), Keras' default otherwise."""
+    import keras
+
+    return keras.quantizers.Int4QuantizationConfig(block_size=32) if mode == "int4" else None
+
+
 def _serve(args, keras_lm) -> int:
     try:
         import uvicorn
@@ -305,7 +314,7 @@ def _serve(args, keras_lm) -> int:
     if args.quantize:
         with warnings.catch_warnings():  # Keras names every layer without weights to quantize
             warnings.simplefilter("ignore")
-            lm.quantize(args.quantize)
+            lm.quantize(args.quantize, config=quantization_config(args.quantize))
     app = create_app(lm, args.model_name or os.path.basename(preset.rstrip("/")),
                      api_key=args.api_key, max_queue=args.max_queue,
                      max_prompt_tokens=args.max_prompt_tokens,

@@ -185,3 +185,26 @@ def test_lora_trains_only_adapters_and_int8_keeps_scores_close(family):
     assert np.corrcoef(after.ravel(), before.ravel())[0, 1] > 0.98
     fresh.compile(sampler="greedy")
     assert fresh.generate(x, max_new_tokens=3, stop_token_ids=None)["token_ids"].shape[1] >= 8
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="the TensorFlow subset covers int4 in test_int4")
+def test_int4_quantizes_every_layer(family):
+    """`quantize("int4")` covers every projection and the head of every family (decoding on
+    int4 weights: tests/test_int4.py)."""
+    import warnings
+
+    backbone_cls, lm_cls, args, _ = family
+    lm = lm_cls(backbone=backbone_cls(**{**args, "dropout": 0.0}))
+    ids = random_ids(2, 8, VOCAB)
+    before = keras.ops.convert_to_numpy(lm.score(ids))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns for layers without weights to quantize
+        lm.quantize("int4", config=keras.quantizers.Int4QuantizationConfig(block_size=8))
+    float_kernels = [v.path for v in lm.backbone.weights
+                     if v.path.endswith(("kernel", "embeddings")) and "position" not in v.path
+                     and keras.backend.standardize_dtype(v.dtype) != "int8"]
+    assert not float_kernels
+    after = keras.ops.convert_to_numpy(lm.score(ids))
+    assert not np.array_equal(after, before)
+    assert np.corrcoef(after.ravel(), before.ravel())[0, 1] > 0.95

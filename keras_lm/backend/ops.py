@@ -10,6 +10,7 @@ Backend-specific kernels, chosen once here (never patched in from elsewhere):
 - `matmul`: on torch with oneDNN, fast CPU inference products (`torch_kernels`).
 - `int8_projection(layer, flat_inputs)`: an inference-only int8 product (FBGEMM on torch,
   row-major int8 copies on JAX), or None to use Keras' int8 path.
+- `int4_projection(layer, flat_inputs)`: the same for int4 layers (and int4 heads), or None.
 - `joint_projection(layers, inputs)`: projections of one input whose kernels share storage
   as one product (torch), or None to call them one by one.
 - `write_cache(cache, start, update)`: a KV-cache write (in place on torch).
@@ -72,6 +73,7 @@ def first_argmax(logits):
 
 
 int8_projection = None
+int4_projection = None
 joint_projection = None
 
 _BACKEND = keras.backend.backend()
@@ -82,11 +84,13 @@ if _BACKEND == "torch":
     if _torch_kernels.ONEDNN:
         matmul = _torch_kernels.matmul
         int8_projection = _torch_kernels.int8_projection
+        int4_projection = _torch_kernels.int4_projection
         joint_projection = _torch_kernels.joint_projection
 elif _BACKEND == "jax":
     from keras_lm.backend import xla_kernels as _xla_kernels
 
     int8_projection = _xla_kernels.int8_projection
+    int4_projection = _xla_kernels.int4_projection
     first_argmax = _xla_kernels.first_argmax
 
 

@@ -249,6 +249,65 @@ def _pack_int8(torch, kernel, scale):
         return None
 
 
+_int4_packed = weakref.WeakKeyDictionary()  # layer -> (weights' identity and version, entry)
+_INT4_GROUPS = (32, 64, 128, 256)  # the group sizes torch's int4 CPU kernel takes
+
+
+def int4_projection(layer, inputs):
+    """`inputs [..., K] @ W.T` for a layer with int4 weights (`int4_weights()`, see
+    `keras_lm.layers.int4`), by torch's 4-bit CPU kernel on a packed copy, or None when this
+    path does not apply (autograd, other dtypes, shapes the kernel does not take).
+
+    The kernel multiplies bfloat16 activations (its float32 path is a slow reference loop,
+    ~10x slower here) with float32 accumulation; the output is cast back to float32.
+    """
+    torch = _torch
+    if torch.is_grad_enabled() or inputs.dtype is not torch.float32 or not inputs.is_cpu:
+        return None
+    sources = [v.value for v in _int4_sources(layer)]
+    key = tuple((v.data_ptr(), v._version) for v in sources)
+    entry = _int4_packed.get(layer)
+    if entry is None or entry[0] != key:
+        entry = _int4_packed[layer] = (key, _pack_int4(torch, *layer.int4_weights()))
+    packed = entry[1]
+    if packed is None:
+        return None
+    weights, scales_and_zeros, group, n = packed
+    rows = inputs.reshape(-1, inputs.shape[-1]).to(torch.bfloat16).contiguous()
+    out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, weights, group, scales_and_zeros)
+    return out[:, :n].float().reshape(*inputs.shape[:-1], n)
+
+
+def _int4_sources(layer):
+    """The variables an int4 layer's packed copy is made from (to notice reassignment)."""
+    names = ("_kernel", "kernel_scale", "kernel_zero", "_embeddings", "embeddings_scale",
+             "embeddings_zero", "reverse_embeddings", "reverse_embeddings_scale",
+             "reverse_embeddings_zero")
+    return [getattr(layer, name) for name in names if hasattr(layer, name)]
+
+
+def _pack_int4(torch, q, scale, offset, block):
+    """torch's int4 CPU layout from `w = q * scale + offset` (`q [N, K]` in [-8, 7], groups
+    of `block` along K), or None when the kernel cannot take the shapes."""
+    n, k = q.shape
+    if block not in _INT4_GROUPS:  # one scale a row: the same scale in every group of 32
+        if block != k or k % 32:
+            return None
+        scale, offset = scale.repeat(k // 32, 1), offset.repeat(k // 32, 1)
+        block = 32
+    if k % block:
+        return None
+    padded = -n % 16  # the kernel packs 16 output rows together
+    with torch.no_grad():
+        unsigned = torch.nn.functional.pad(q.to(torch.int32) + 8, (0, 0, 0, padded),
+                                           value=8)
+        weights = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unsigned.contiguous(), 1)
+        # The kernel's own form is `(u - 8) * scale + zero` with `u = q + 8`: zero = offset.
+        pairs = torch.stack([scale.float(), offset.float()], dim=-1)
+        pairs = torch.nn.functional.pad(pairs, (0, 0, 0, padded))
+        return weights, pairs.to(torch.bfloat16).contiguous(), block, n
+
+
 def write_cache(cache, start, update):
     """Write `update` into `cache` at `[:, start:start + len]` (`[start:start + len]` for a
     cache of rank 2) and return the cache.

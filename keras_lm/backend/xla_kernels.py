@@ -25,18 +25,33 @@ import jax
 import jax.numpy as jnp
 import keras
 
-# layer -> (companion variable, weak reference to the kernel value it was made from)
+# layer -> (companion variables, weak reference to the kernel value they were made from)
 _companions = weakref.WeakKeyDictionary()
 
 
 def _source_kernel(layer):
-    """`(int8 kernel value, K)` for a layer whose kernel needs a row-major copy, or None (a
-    tied head's embeddings are already row-major)."""
+    """The stored kernel value of a layer that needs a row-major copy, or None (a tied int8
+    head's embeddings are already row-major)."""
+    if layer.quantization_mode == "int4" and hasattr(layer, "int4_weights"):
+        return layer.decode_source().value
     hook = getattr(layer, "decode_kernel", None)
     if layer.quantization_mode != "int8" or hook is None:
         return None
     source = hook()
-    return None if source is None else (source[0].value, source[1])
+    return None if source is None else source[0].value
+
+
+def _row_major_copy(layer):
+    """`[rows [N, K] int8, scale [N] or None]`: the int8 kernel transposed, or an int4
+    layer's weights requantized to int8 with one scale per output (Keras' `q / scale`)."""
+    if layer.quantization_mode == "int4":
+        from keras_lm.layers.int4 import dense_kernel
+
+        weights = dense_kernel(*layer.int4_weights())
+        rows, scale = keras.quantizers.abs_max_quantize(weights, axis=-1)
+        return [rows, jnp.reshape(scale, (-1,))]
+    kernel, k = layer.decode_kernel()
+    return [jnp.transpose(jnp.reshape(kernel.value, (k, -1))), None]
 
 
 def row_major_companions(backbone) -> list:
@@ -46,34 +61,49 @@ def row_major_companions(backbone) -> list:
     """
     found = []
     for layer in backbone._flatten_layers():
-        source = _source_kernel(layer)
-        if source is None:
+        kernel = _source_kernel(layer)
+        if kernel is None:
             continue
-        kernel, k = source
         entry = _companions.get(layer)
         if entry is None or entry[1]() is not kernel:
-            rows = jax.numpy.transpose(jax.numpy.reshape(kernel, (k, -1)))
+            values = _row_major_copy(layer)
             if entry is None:
-                # Not an attribute of the layer: it must not join its weights or presets.
-                variable = keras.Variable(rows, dtype="int8", trainable=False,
-                                          name=f"{layer.name}_int8_rows")
+                # Not attributes of the layer: they must not join its weights or presets.
+                variables = [None if value is None else keras.Variable(
+                    value, dtype=value.dtype, trainable=False, name=f"{layer.name}_{name}")
+                    for value, name in zip(values, ("int8_rows", "int8_scale"), strict=True)]
             else:
-                variable = entry[0]
-                variable.assign(rows)
-            entry = _companions[layer] = (variable, weakref.ref(kernel))
-        found.append(entry[0])
+                variables = entry[0]
+                for variable, value in zip(variables, values, strict=True):
+                    if variable is not None:
+                        variable.assign(value)
+            entry = _companions[layer] = (variables, weakref.ref(kernel))
+        found.extend(v for v in entry[0] if v is not None)
     return found
 
 
 def _bound_companion(layer):
-    """The traced row-major copy of `layer`'s kernel if the running scope binds it."""
+    """The traced `[row-major copy, its scale or None]` of `layer`'s kernel if the running
+    scope binds them, else None."""
     entry = _companions.get(layer)
     if entry is None:
         return None
     from keras.src.backend.common.stateless_scope import get_stateless_scope
 
     scope = get_stateless_scope()
-    return None if scope is None else scope.get_current_value(entry[0])
+    if scope is None:
+        return None
+    return [None if v is None else scope.get_current_value(v) for v in entry[0]]
+
+
+def int4_projection(layer, inputs):
+    """`inputs [..., K] @ W.T` for an int4 layer from its int8 companion (XLA:CPU has no
+    fused 4-bit product: dequantizing in the step costs ~3x a float32 product, measured),
+    or None outside generation (Keras' int4 path)."""
+    bound = _bound_companion(layer)
+    if bound is None or bound[0] is None:
+        return None
+    return _int8_rows_product(layer, inputs, keras.quantizers.abs_max_quantize, *bound)
 
 
 def int8_projection(layer, inputs, kernel=None, scale=None):
@@ -86,6 +116,17 @@ def int8_projection(layer, inputs, kernel=None, scale=None):
         if quantize is None:
             return None
         kernel, scale = layer.stored_kernel.value, layer.kernel_scale.value
+    row_major = _bound_companion(layer)
+    row_major = None if row_major is None else row_major[0]
+    head = getattr(layer, "row_major_head", None)
+    if row_major is None and head is not None and head() is not None:
+        row_major = head().value
+    return _int8_rows_product(layer, inputs, quantize, row_major, scale, kernel)
+
+
+def _int8_rows_product(layer, inputs, quantize, row_major, scale, kernel=None):
+    """Inputs quantized per row, int32 products with `row_major [N, K]` (or Keras'
+    `kernel [K, N]`), `/ (input_scale * scale)`."""
     lax = jax.lax
     shape = tuple(inputs.shape)
     k = shape[-1]
@@ -95,10 +136,6 @@ def int8_projection(layer, inputs, kernel=None, scale=None):
     quantized, input_scale = quantize(jnp.reshape(inputs, (rows, k)), axis=-1)
     if rows == 1:
         quantized = jax.numpy.pad(quantized, ((0, 1), (0, 0)))
-    row_major = _bound_companion(layer)
-    head = getattr(layer, "row_major_head", None)
-    if row_major is None and head is not None and head() is not None:
-        row_major = head().value
     if row_major is not None:
         product = lax.dot_general(quantized, row_major, (((1,), (1,)), ((), ())),
                                   preferred_element_type="int32")

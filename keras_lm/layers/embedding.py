@@ -6,6 +6,7 @@ import keras
 
 from keras_lm.backend import ops
 from keras_lm.layers.initializers import fresh_initializer
+from keras_lm.layers.int4 import dense_kernel, dequantize_rows, layer_block, multiply_form, unpack
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
@@ -47,7 +48,11 @@ class ReversibleEmbedding(keras.layers.Embedding):
         finally:
             self.embeddings_initializer = configured
         if not self.tie_weights:
-            int8 = self.quantization_mode == "int8"
+            mode = self.quantization_mode
+            if mode == "int4":
+                self._build_reverse_int4(layer_block(self))
+                return
+            int8 = mode == "int8"
             self.reverse_embeddings = self.add_weight(
                 name="reverse_embeddings",
                 shape=(self.output_dim, self.input_dim),
@@ -64,40 +69,68 @@ class ReversibleEmbedding(keras.layers.Embedding):
             trainable=False,
         )
 
+    def _build_reverse_int4(self, block_size):
+        """A separate head as Keras stores it in int4: `[ceil(hidden / 2), vocab]` packed along
+        the hidden axis, scales (and zero points when grouped) per block of hidden rows."""
+        self.reverse_embeddings = self.add_weight(
+            name="reverse_embeddings", shape=((self.output_dim + 1) // 2, self.input_dim),
+            initializer="zeros", dtype="int8", trainable=False,
+        )
+        grouped = block_size is not None and block_size > 0
+        shape = ((math.ceil(self.output_dim / block_size), self.input_dim) if grouped
+                 else (self.input_dim,))
+        self.reverse_embeddings_scale = self.add_weight(
+            name="reverse_embeddings_scale", shape=shape, initializer="ones", trainable=False)
+        if grouped:
+            self.reverse_embeddings_zero = self.add_weight(
+                name="reverse_embeddings_zero", shape=shape, initializer="zeros",
+                trainable=False)
+
+    def _reverse_variables(self) -> list:
+        names = {"int8": ["reverse_embeddings", "reverse_embeddings_scale"],
+                 "int4": ["reverse_embeddings", "reverse_embeddings_scale",
+                          "reverse_embeddings_zero"]}.get(self.quantization_mode,
+                                                           ["reverse_embeddings"])
+        return [name for name in names if hasattr(self, name)]
+
     def save_own_variables(self, store):
         super().save_own_variables(store)
         if self.built and not self.tie_weights:
-            store["reverse_embeddings"] = self.reverse_embeddings
-            if self.quantization_mode == "int8":
-                store["reverse_embeddings_scale"] = self.reverse_embeddings_scale
+            for name in self._reverse_variables():
+                store[name] = getattr(self, name)
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
         if not self.tie_weights:
-            self.reverse_embeddings.assign(store["reverse_embeddings"])
-            if self.quantization_mode == "int8":
-                self.reverse_embeddings_scale.assign(store["reverse_embeddings_scale"])
+            for name in self._reverse_variables():
+                getattr(self, name).assign(store[name])
 
     def quantize(self, mode=None, type_check=True, config=None):
-        """int8 only: rows of the embedding (and columns of a separate head) get one scale
-        each; the head then runs as an int8 matmul. Other modes are left to float."""
-        if mode != "int8":
-            raise NotImplementedError(f"ReversibleEmbedding supports int8 only, not {mode!r}.")
+        """int8 (one scale per row of the table and per column of a separate head) or int4
+        (Keras' layouts: grouped along the hidden axis with zero points, or one scale per row
+        with `Int4QuantizationConfig(block_size=-1)`). The head then runs on the quantized
+        table. Example: `lm.quantize("int4")`."""
+        if mode not in ("int8", "int4"):
+            raise NotImplementedError(
+                f"ReversibleEmbedding supports int8 and int4, not {mode!r}.")
         reverse = None
         if not self.tie_weights:
-            reverse, reverse_scale = keras.quantizers.abs_max_quantize(
-                self.reverse_embeddings, axis=0, to_numpy=True
-            )
+            reverse = (_quantize_head_int8(self.reverse_embeddings) if mode == "int8"
+                       else _quantize_head_int4(self.reverse_embeddings, _config_block(config)))
             del self.reverse_embeddings  # Keras' quantize wrapper unlocks the tracker for us
         super().quantize(mode, type_check=False, config=config)
-        if reverse is not None:
+        if reverse is None:
+            return
+        if mode == "int8":
             self.reverse_embeddings = self.add_weight(
                 name="reverse_embeddings", shape=(self.output_dim, self.input_dim),
                 initializer="zeros", dtype="int8", trainable=False,
             )
             self._build_reverse_scale()
-            self.reverse_embeddings.assign(reverse)
-            self.reverse_embeddings_scale.assign(keras.ops.reshape(reverse_scale, (-1,)))
+        else:
+            self._build_reverse_int4(_config_block(config))
+        for name, value in zip(self._reverse_variables(), reverse, strict=True):
+            getattr(self, name).assign(value)
 
     # -- hooks for the backend kernels (keras_lm.backend) -------------------------------------
     def decode_kernel(self):
@@ -128,6 +161,54 @@ class ReversibleEmbedding(keras.layers.Embedding):
             logits = ops.matmul(quantized, kernel)
             logits = ops.cast(logits, self.compute_dtype) / (input_scale * scale)
         return self._soft_cap(logits)
+
+    def _int4_call(self, inputs, reverse: bool = False, training=None):
+        if not reverse:
+            ids = ops.cast(inputs, "int32")
+            rows = unpack(ops.take(self._embeddings, ids, axis=0), self.output_dim, -1)
+            x = dequantize_rows(rows, ops.take(self.embeddings_scale, ids, axis=0),
+                            self._int4_zero_rows(ids), layer_block(self))
+            if self.lora_enabled:  # as Keras' int4 embedding adds it
+                lora = ops.matmul(ops.take(self.lora_embeddings_a, ids, axis=0),
+                                  self.lora_embeddings_b)
+                x = x + ops.cast(self.lora_alpha / self.lora_rank, x.dtype) * lora
+            if self.scale_by_sqrt_dim:
+                x = x * ops.cast(math.sqrt(self.output_dim), x.dtype)
+            return x
+        logits = None
+        if ops.int4_projection is not None and not training:
+            logits = ops.int4_projection(self, inputs)
+        if logits is None:
+            q, scale, offset, block = self.int4_weights()
+            kernel = dense_kernel(q, scale, offset, block)  # [vocab, hidden]
+            logits = ops.matmul(inputs, ops.transpose(ops.cast(kernel, inputs.dtype)))
+        return self._soft_cap(logits)
+
+    def _int4_zero_rows(self, ids):
+        return ops.take(self.embeddings_zero, ids, axis=0) if hasattr(
+            self, "embeddings_zero") else None
+
+    def decode_source(self):
+        """The head's stored variable (its reassignment invalidates the backend's copies)."""
+        return self._embeddings if self.tie_weights else self.reverse_embeddings
+
+    def int4_weights(self):
+        """The int4 head as `(q [vocab, hidden] int8 in [-8, 7], scale, offset, block)` with
+        `w[n, k] = q[n, k] * scale[k // block, n] + offset[k // block, n]` (see
+        `keras_lm.layers.projection.int4_weights`)."""
+        hidden = self.output_dim
+        if self.tie_weights:
+            q = unpack(self._embeddings.value, hidden, -1)
+            scale = ops.transpose(ops.reshape(self.embeddings_scale.value,
+                                              (self.input_dim, -1)))
+            zero = getattr(self, "embeddings_zero", None)
+            zero = None if zero is None else ops.transpose(zero.value)
+        else:
+            q = ops.transpose(unpack(self.reverse_embeddings.value, hidden, 0))
+            scale = ops.reshape(self.reverse_embeddings_scale.value, (-1, self.input_dim))
+            zero = getattr(self, "reverse_embeddings_zero", None)
+            zero = None if zero is None else zero.value
+        return multiply_form(q, scale, zero, layer_block(self))
 
     def _soft_cap(self, logits):
         if self.logit_soft_cap is not None:
@@ -207,3 +288,31 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=keras.initializers.serialize(self.initializer),
         )
         return config
+
+
+def _quantize_head_int8(head):
+    """A separate head `[hidden, vocab]` in int8, one scale per vocabulary column."""
+    values, scale = keras.quantizers.abs_max_quantize(head, axis=0, to_numpy=True)
+    return values, keras.ops.reshape(scale, (-1,))
+
+
+def _config_block(config):
+    """The group size an int4 `quantize()` config asks for, or None (as Keras' layers read it:
+    no config means one scale per row)."""
+    block = getattr(config, "block_size", None)
+    return block if block is not None and block > 0 else None
+
+
+def _quantize_head_int4(head, block_size):
+    """A separate head `[hidden, vocab]` in Keras' int4 layout (packed along hidden)."""
+    if block_size is None:
+        values, scale = keras.quantizers.abs_max_quantize(
+            head, axis=0, value_range=(-8, 7), dtype="int8", to_numpy=True)
+        parts = [keras.ops.reshape(scale, (-1,))]
+    else:
+        values, scale, zero = keras.quantizers.abs_max_quantize_grouped_with_zero_point(
+            head, block_size=block_size, value_range=(-8, 7), dtype="int8", to_numpy=True)
+        parts = [scale, keras.ops.cast(zero, "float32")]
+    packed, _, _ = keras.quantizers.pack_int4(values, axis=0)
+    return [packed] + parts
+

@@ -11,6 +11,7 @@ import math
 import keras
 
 from keras_lm.backend import ops
+from keras_lm.layers.int4 import layer_block, multiply_form, unpack
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
@@ -77,6 +78,34 @@ class Projection(keras.layers.EinsumDense):
                     x = x + ops.cast(self.lora_alpha / self.lora_rank, x.dtype) * lora
                 return self.finish(x)
         return super()._int8_call(inputs, training=training)
+
+    def _int4_call(self, inputs, training=None):
+        fast = ops.int4_projection
+        if fast is not None and not training and self.kernel_rows is not None:
+            shape = ops.shape(inputs)
+            batch_shape = tuple(shape[: len(shape) - self.contracted_axes])
+            x = fast(self, ops.reshape(inputs, batch_shape + (self.kernel_rows,)))
+            if x is not None:
+                x = ops.reshape(x, batch_shape + tuple(self.kernel_out_shape))
+                if self.lora_enabled:  # as Keras' int4 path adds it
+                    lora = ops.matmul(ops.einsum(self.equation, inputs, self.lora_kernel_a),
+                                      self.lora_kernel_b)
+                    x = x + ops.cast(self.lora_alpha / self.lora_rank, x.dtype) * lora
+                return self.finish(x)
+        return super()._int4_call(inputs, training=training)
+
+    def decode_source(self):
+        """The variable whose reassignment invalidates the backend's copies of the kernel."""
+        return self._kernel
+
+    def int4_weights(self):
+        """The int4 kernel in the common form of `keras_lm.layers.int4` (`q [N, K]`: the
+        kernel's output units by its contracted rows)."""
+        columns = self._int4_unpacked_column_size
+        q = ops.transpose(unpack(self._kernel.value, columns, -1))
+        zero = getattr(self, "kernel_zero", None)
+        return multiply_form(q, self.kernel_scale.value, None if zero is None else zero.value,
+                             layer_block(self))
 
     def call(self, inputs, training=None):
         if self.kernel_rows is None:

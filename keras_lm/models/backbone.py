@@ -72,7 +72,14 @@ class Backbone(PresetMixin, keras.Model):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Keras warns for layers without weights
-            self.quantize(modes.pop())
+            mode = modes.pop()
+            config = None
+            if mode == "int4":
+                blocks = {getattr(policy, "block_size", None) for policy in policy_map.values()}
+                if len(blocks) != 1:
+                    raise ValueError(f"Cannot rebuild int4 layers of group sizes {blocks}.")
+                config = keras.quantizers.Int4QuantizationConfig(block_size=blocks.pop())
+            self.quantize(mode, config=config)
         quantized = {layer.path for layer in self._flatten_layers(include_self=False)
                      if layer.quantization_mode is not None}
         if quantized != set(policy_map.keys()):
