@@ -1,7 +1,8 @@
 """The real default model (Gemma 3 270M, Q4_K_M GGUF from the PyPI package): load time, peak
 RSS, time to first token after a 512-token prompt, and decode tokens/s at batch 1 and 8.
 
-Systems, each in its own fresh process: ours on jax and torch (fp32 and int8) from the GGUF,
+Systems, each in its own fresh process: ours on jax and torch (fp32, int8 and int4 with groups
+of 32, quantized after loading) from the GGUF,
 ours on jax from a Hugging Face folder of the same weights (written once by `transformers`),
 `transformers` from the GGUF (float32), and llama.cpp through `llama-cpp-python` when it is
 installed (`pip install llama-cpp-python` builds it from source: about ten minutes here; it is
@@ -14,7 +15,6 @@ Run: python benchmarks/real_model.py [--new-tokens 64] [--skip transformers llam
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -60,6 +60,16 @@ def _rss_gb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
+def _peak_rss_gb() -> float:
+    """This process's RSS high-water mark (`VmHWM`: unlike `ru_maxrss`, which a child started
+    from a large parent inherits across exec, it starts afresh with the program)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    return float("nan")
+
+
 def _prompt_ids(batch):
     import numpy as np
 
@@ -80,7 +90,8 @@ def _timed_decode(generate, new_tokens):
     return first, (new_tokens - 1) / max(total - first, 1e-9)
 
 
-def run_ours(source, int8, new_tokens):
+def run_ours(source, mode, new_tokens):
+    import keras
     import numpy as np
 
     import keras_lm
@@ -89,11 +100,18 @@ def run_ours(source, int8, new_tokens):
     start = time.perf_counter()
     lm = keras_lm.models.CausalLM.from_preset(gguf_path() if source == "gguf" else hf_folder())
     load = time.perf_counter() - start
-    peak_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    if int8:
-        lm.quantize("int8")
+    peak_load = _peak_rss_gb()
+    if mode:
+        start = time.perf_counter()
+        config = keras.quantizers.Int4QuantizationConfig(block_size=32) if mode == "int4" \
+            else None
+        lm.quantize(mode, config=config)
+        out_quantize = time.perf_counter() - start
     lm.compile(sampler="greedy")
     out = {"load_s": load, "peak_load_gb": peak_load, "base_gb": base}
+    if mode:
+        out["quantize_s"] = out_quantize
+        out["quantized_rss_gb"] = _rss_gb()
     for batch in (1, 8):
         ids = _prompt_ids(batch)
         x = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
@@ -103,7 +121,7 @@ def run_ours(source, int8, new_tokens):
     return out
 
 
-def run_transformers(source, int8, new_tokens):
+def run_transformers(source, mode, new_tokens):
     import torch
     import transformers
 
@@ -113,7 +131,7 @@ def run_transformers(source, int8, new_tokens):
     model = transformers.AutoModelForCausalLM.from_pretrained(
         os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
     load = time.perf_counter() - start
-    peak_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    peak_load = _peak_rss_gb()
     out = {"load_s": load, "peak_load_gb": peak_load, "base_gb": base}
     for batch in (1, 8):
         ids = torch.tensor(_prompt_ids(batch), dtype=torch.long)
@@ -128,7 +146,7 @@ def run_transformers(source, int8, new_tokens):
     return out
 
 
-def run_llama_cpp(source, int8, new_tokens):
+def run_llama_cpp(source, mode, new_tokens):
     import llama_cpp
 
     base = _rss_gb()
@@ -136,7 +154,7 @@ def run_llama_cpp(source, int8, new_tokens):
     model = llama_cpp.Llama(gguf_path(), n_ctx=PROMPT_TOKENS + new_tokens + 8, verbose=False,
                             n_threads=os.cpu_count())
     load = time.perf_counter() - start
-    peak_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    peak_load = _peak_rss_gb()
     tokens = _prompt_ids(1)[0].tolist()
 
     def generate(n):
@@ -150,21 +168,23 @@ def run_llama_cpp(source, int8, new_tokens):
             "tps_b1": tps}
 
 
-# name: (runner, backend, source, int8)
+# name: (runner, backend, source, quantization mode)
 SYSTEMS = {
-    "ours_jax_fp32": (run_ours, "jax", "gguf", False),
-    "ours_jax_fp32_hf_folder": (run_ours, "jax", "hf", False),
-    "ours_jax_int8": (run_ours, "jax", "gguf", True),
-    "ours_torch_fp32": (run_ours, "torch", "gguf", False),
-    "ours_torch_int8": (run_ours, "torch", "gguf", True),
-    "transformers": (run_transformers, "torch", "gguf", False),
-    "llama_cpp": (run_llama_cpp, None, "gguf", False),
+    "ours_jax_fp32": (run_ours, "jax", "gguf", None),
+    "ours_jax_fp32_hf_folder": (run_ours, "jax", "hf", None),
+    "ours_jax_int8": (run_ours, "jax", "gguf", "int8"),
+    "ours_jax_int4": (run_ours, "jax", "gguf", "int4"),
+    "ours_torch_fp32": (run_ours, "torch", "gguf", None),
+    "ours_torch_int8": (run_ours, "torch", "gguf", "int8"),
+    "ours_torch_int4": (run_ours, "torch", "gguf", "int4"),
+    "transformers": (run_transformers, "torch", "gguf", None),
+    "llama_cpp": (run_llama_cpp, None, "gguf", None),
 }
 
 
 def child(args):
-    runner, _, source, int8 = SYSTEMS[args.system]
-    print(json.dumps(runner(source, int8, args.new_tokens)))
+    runner, _, source, mode = SYSTEMS[args.system]
+    print(json.dumps(runner(source, mode, args.new_tokens)))
 
 
 def main():
@@ -172,6 +192,7 @@ def main():
     parser.add_argument("--system")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--skip", nargs="*", default=[])
+    parser.add_argument("--only", nargs="*", default=None)
     args = parser.parse_args()
     if args.system:
         return child(args)
@@ -189,7 +210,8 @@ def main():
     load_before = os.getloadavg()
     rows = {}
     for name, (_, backend, _, _) in SYSTEMS.items():
-        if name in args.skip or (name == "llama_cpp" and not _has("llama_cpp")):
+        if name in args.skip or (args.only and name not in args.only) or (
+                name == "llama_cpp" and not _has("llama_cpp")):
             continue
         env = dict(os.environ, KERAS_BACKEND=backend or "jax", KERAS_LM_COMPILE_CACHE="off")
         cmd = [sys.executable, __file__, "--system", name, "--new-tokens", str(args.new_tokens)]
@@ -210,12 +232,14 @@ def _print(rows, args, load_before, load_after):
     print(f"Gemma 3 270M Q4_K_M GGUF; prompt {PROMPT_TOKENS} tokens, {args.new_tokens} new, "
           f"greedy; {os.cpu_count()} CPUs; load average before {load_before[0]:.2f}, "
           f"after {load_after[0]:.2f}")
-    print("| system | load s | peak RSS GB | model RSS / fp32 weights | TTFT b1 s | "
-          "tok/s b1 | tok/s b8 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| system | load s | quantize s | peak RSS GB | model RSS / fp32 weights | "
+          "RSS after quantize GB | TTFT b1 s | tok/s b1 | tok/s b8 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         model_rss = (r["peak_load_gb"] - r["base_gb"]) / FP32_WEIGHT_GB
-        print(f"| {name} | {r['load_s']:.2f} | {r['peak_load_gb']:.2f} | {model_rss:.2f}x | "
+        print(f"| {name} | {r['load_s']:.2f} | {r.get('quantize_s', 0):.1f} | "
+              f"{r['peak_load_gb']:.2f} | {model_rss:.2f}x | "
+              f"{r.get('quantized_rss_gb', float('nan')):.2f} | "
               f"{r['ttft_b1']:.2f} | {r['tps_b1']:.1f} | "
               f"{r.get('tps_b8', float('nan')):.1f} |")
     ours = rows.get("ours_jax_fp32")

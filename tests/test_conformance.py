@@ -187,6 +187,7 @@ def test_lora_trains_only_adapters_and_int8_keeps_scores_close(family):
     assert fresh.generate(x, max_new_tokens=3, stop_token_ids=None)["token_ids"].shape[1] >= 8
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow",
                     reason="the TensorFlow subset covers int4 in test_int4")
 def test_int4_quantizes_every_layer(family):

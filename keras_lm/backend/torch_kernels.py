@@ -21,6 +21,7 @@ functions when the backend is torch; models and layers never import torch. Layer
 through their public hooks (`Projection.stored_kernel`, `kernel_rows`, `finish`, ...).
 """
 
+import time
 import warnings
 import weakref
 
@@ -230,7 +231,7 @@ def int8_projection(layer, inputs, kernel=None, scale=None):
 
 def packed_weights() -> list:
     """Every packed int8 weight currently alive (TorchScript needs them owned by a module)."""
-    return [packed for _, packed in _packed.values()]
+    return [packed for _, packed in [*_packed.values(), *_int4_as_int8.values()]]
 
 
 def _pack_int8(torch, kernel, scale):
@@ -249,17 +250,22 @@ def _pack_int8(torch, kernel, scale):
         return None
 
 
-_int4_packed = weakref.WeakKeyDictionary()  # layer -> (weights' identity and version, entry)
+_int4_packed = weakref.WeakKeyDictionary()  # layer -> (weights' identity and version, product)
+_int4_as_int8 = weakref.WeakKeyDictionary()  # layer -> (None, FBGEMM weights) when chosen
 _INT4_GROUPS = (32, 64, 128, 256)  # the group sizes torch's int4 CPU kernel takes
 
 
 def int4_projection(layer, inputs):
     """`inputs [..., K] @ W.T` for a layer with int4 weights (`int4_weights()`, see
-    `keras_lm.layers.int4`), by torch's 4-bit CPU kernel on a packed copy, or None when this
-    path does not apply (autograd, other dtypes, shapes the kernel does not take).
+    `keras_lm.layers.int4`) for inference, or None when no fast path applies (autograd, other
+    dtypes, shapes the kernels do not take).
 
-    The kernel multiplies bfloat16 activations (its float32 path is a slow reference loop,
-    ~10x slower here) with float32 accumulation; the output is cast back to float32.
+    Two kernels, the faster one per layer, timed once when the layer is first packed
+    (`KERAS_LM_INT4_KERNEL=int4|int8` forces one): torch's 4-bit CPU kernel
+    (`_weight_int4pack_mm_for_cpu`; bfloat16 activations, its float32 path is a slow
+    reference loop) on a packed copy, or FBGEMM's int8 linear on a copy requantized to int8
+    with one scale per output. Where the CPU has no AVX-512 the 4-bit kernel unpacks slower
+    than it reads (a 262144 x 640 head: 15.5 ms against FBGEMM's 11.8 ms, on 2 AVX2 cores).
     """
     torch = _torch
     if torch.is_grad_enabled() or inputs.dtype is not torch.float32 or not inputs.is_cpu:
@@ -268,14 +274,56 @@ def int4_projection(layer, inputs):
     key = tuple((v.data_ptr(), v._version) for v in sources)
     entry = _int4_packed.get(layer)
     if entry is None or entry[0] != key:
-        entry = _int4_packed[layer] = (key, _pack_int4(torch, *layer.int4_weights()))
-    packed = entry[1]
-    if packed is None:
-        return None
-    weights, scales_and_zeros, group, n = packed
-    rows = inputs.reshape(-1, inputs.shape[-1]).to(torch.bfloat16).contiguous()
-    out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, weights, group, scales_and_zeros)
-    return out[:, :n].float().reshape(*inputs.shape[:-1], n)
+        entry = _int4_packed[layer] = (key, _int4_kernel(torch, layer, inputs.shape[-1]))
+    kernel = entry[1]
+    return None if kernel is None else kernel(inputs)
+
+
+def _int4_kernel(torch, layer, k):
+    """The chosen product for one int4 layer: a function of `inputs [..., K]`, or None."""
+    import os
+
+    weights = layer.int4_weights()
+    choice = os.environ.get("KERAS_LM_INT4_KERNEL", "auto")
+    candidates = []
+    if choice in ("auto", "int4"):
+        packed = _pack_int4(torch, *weights)
+        if packed is not None:
+            candidates.append(_four_bit_product(torch, *packed))
+    if choice in ("auto", "int8") or not candidates:
+        from keras_lm.layers.int4 import dense_kernel
+
+        dense = dense_kernel(*weights)  # [N, K]
+        scale = 127.0 / dense.abs().amax(dim=1).clamp_min(1e-12)
+        rows = torch.round(dense * scale[:, None]).clamp(-127, 127).to(torch.int8)
+        packed8 = _pack_int8(torch, rows.T, scale)
+        if packed8 is not None:
+            entry = (None, packed8)
+            _int4_as_int8[layer] = entry  # owned here for TorchScript (`packed_weights`)
+            candidates.append(lambda x, p=packed8: torch.ops.quantized.linear_dynamic(x, p, True))
+    if len(candidates) < 2:
+        return candidates[0] if candidates else None
+    probe = torch.randn(1, k)
+    times = []
+    for candidate in candidates:
+        candidate(probe)
+        start = time.perf_counter()
+        for _ in range(3):
+            candidate(probe)
+        times.append(time.perf_counter() - start)
+    best = candidates[times.index(min(times))]
+    if best is not candidates[-1]:
+        _int4_as_int8.pop(layer, None)
+    return best
+
+
+def _four_bit_product(torch, weights, scales_and_zeros, group, n):
+    def product(inputs):
+        rows = inputs.reshape(-1, inputs.shape[-1]).to(torch.bfloat16).contiguous()
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, weights, group, scales_and_zeros)
+        return out[:, :n].float().reshape(*inputs.shape[:-1], n)
+
+    return product
 
 
 def _int4_sources(layer):
