@@ -238,8 +238,10 @@ def use_compilation_cache(directory: str) -> bool:
         return False
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", directory)
-    # Generation programs compile in 0.3-2 s; JAX only stores those over 1 s by default.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    # Generation programs compile in 0.3-2 s; JAX only stores those over 1 s by default. Any
+    # threshold makes what is stored depend on the machine's load (a program near it is kept
+    # in one run and compiled again in the next), so every program is kept.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return True
 
 
