@@ -64,35 +64,30 @@ class Projection(keras.layers.EinsumDense):
         # from EinsumDense's only in speed, so its quantized paths apply unchanged.
         super().quantize(mode, type_check=False, config=config)
 
+    def _fast_quantized_call(self, fast, inputs, training):
+        """`fast(self, flat_inputs)` (a backend's quantized product) reshaped, with LoRA as
+        Keras' quantized paths add it, bias and activation; None when it does not apply."""
+        if fast is None or training or self.kernel_rows is None:
+            return None
+        shape = ops.shape(inputs)
+        batch_shape = tuple(shape[: len(shape) - self.contracted_axes])
+        x = fast(self, ops.reshape(inputs, batch_shape + (self.kernel_rows,)))
+        if x is None:
+            return None
+        x = ops.reshape(x, batch_shape + tuple(self.kernel_out_shape))
+        if self.lora_enabled:
+            lora = ops.matmul(ops.einsum(self.equation, inputs, self.lora_kernel_a),
+                              self.lora_kernel_b)
+            x = x + ops.cast(self.lora_alpha / self.lora_rank, x.dtype) * lora
+        return self.finish(x)
+
     def _int8_call(self, inputs, training=None):
-        fast = ops.int8_projection
-        if fast is not None and not training and self.kernel_rows is not None:
-            shape = ops.shape(inputs)
-            batch_shape = tuple(shape[: len(shape) - self.contracted_axes])
-            x = fast(self, ops.reshape(inputs, batch_shape + (self.kernel_rows,)))
-            if x is not None:
-                x = ops.reshape(x, batch_shape + tuple(self.kernel_out_shape))
-                if self.lora_enabled:  # as Keras' int8 path adds it
-                    lora = ops.matmul(ops.einsum(self.equation, inputs, self.lora_kernel_a),
-                                      self.lora_kernel_b)
-                    x = x + ops.cast(self.lora_alpha / self.lora_rank, x.dtype) * lora
-                return self.finish(x)
-        return super()._int8_call(inputs, training=training)
+        x = self._fast_quantized_call(ops.int8_projection, inputs, training)
+        return super()._int8_call(inputs, training=training) if x is None else x
 
     def _int4_call(self, inputs, training=None):
-        fast = ops.int4_projection
-        if fast is not None and not training and self.kernel_rows is not None:
-            shape = ops.shape(inputs)
-            batch_shape = tuple(shape[: len(shape) - self.contracted_axes])
-            x = fast(self, ops.reshape(inputs, batch_shape + (self.kernel_rows,)))
-            if x is not None:
-                x = ops.reshape(x, batch_shape + tuple(self.kernel_out_shape))
-                if self.lora_enabled:  # as Keras' int4 path adds it
-                    lora = ops.matmul(ops.einsum(self.equation, inputs, self.lora_kernel_a),
-                                      self.lora_kernel_b)
-                    x = x + ops.cast(self.lora_alpha / self.lora_rank, x.dtype) * lora
-                return self.finish(x)
-        return super()._int4_call(inputs, training=training)
+        x = self._fast_quantized_call(ops.int4_projection, inputs, training)
+        return super()._int4_call(inputs, training=training) if x is None else x
 
     def decode_source(self):
         """The variable whose reassignment invalidates the backend's copies of the kernel."""
