@@ -7,10 +7,11 @@ import keras
 from keras_lm.backend import ops
 from keras_lm.layers.initializers import fresh_initializer
 from keras_lm.layers.int4 import dense_kernel, dequantize_rows, layer_block, multiply_form, unpack
+from keras_lm.layers.remat import StaticArgumentsRemat
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class ReversibleEmbedding(keras.layers.Embedding):
+class ReversibleEmbedding(StaticArgumentsRemat, keras.layers.Embedding):
     """An embedding whose `reverse=True` call maps hidden states to vocabulary logits.
 
     With `tie_weights=False` the head has its own `reverse_embeddings` matrix. `scale_by_sqrt_dim`
@@ -153,14 +154,19 @@ class ReversibleEmbedding(keras.layers.Embedding):
             kernel, scale = ops.transpose(self._embeddings.value), self.embeddings_scale.value
         else:
             kernel, scale = self.reverse_embeddings.value, self.reverse_embeddings_scale.value
-        logits = None
-        if ops.int8_projection is not None:
-            logits = ops.int8_projection(self, inputs, kernel, scale)
-        if logits is None:
-            quantized, input_scale = keras.quantizers.abs_max_quantize(inputs, axis=-1)
-            logits = ops.matmul(quantized, kernel)
-            logits = ops.cast(logits, self.compute_dtype) / (input_scale * scale)
-        return self._soft_cap(logits)
+
+        def product(inputs):
+            logits = None
+            if ops.int8_projection is not None:
+                logits = ops.int8_projection(self, inputs, kernel, scale)
+            if logits is None:
+                quantized, input_scale = keras.quantizers.abs_max_quantize(inputs, axis=-1)
+                logits = ops.matmul(quantized, kernel)
+                logits = ops.cast(logits, self.compute_dtype) / (input_scale * scale)
+            return logits
+
+        dequantized = lambda: ops.cast(kernel, self.compute_dtype) / scale  # noqa: E731
+        return self._soft_cap(_dequantized_gradient(product, inputs, dequantized))
 
     def _int4_call(self, inputs, reverse: bool = False, training=None):
         if not reverse:
@@ -175,14 +181,16 @@ class ReversibleEmbedding(keras.layers.Embedding):
             if self.scale_by_sqrt_dim:
                 x = x * ops.cast(math.sqrt(self.output_dim), x.dtype)
             return x
-        logits = None
-        if ops.int4_projection is not None and not training:
-            logits = ops.int4_projection(self, inputs)
-        if logits is None:
-            q, scale, offset, block = self.int4_weights()
-            kernel = dense_kernel(q, scale, offset, block)  # [vocab, hidden]
-            logits = ops.matmul(inputs, ops.transpose(ops.cast(kernel, inputs.dtype)))
-        return self._soft_cap(logits)
+        def dequantized():  # [hidden, vocab]
+            return ops.transpose(ops.cast(dense_kernel(*self.int4_weights()), self.compute_dtype))
+
+        def product(inputs):
+            logits = None
+            if ops.int4_projection is not None:
+                logits = ops.int4_projection(self, inputs)
+            return ops.matmul(inputs, dequantized()) if logits is None else logits
+
+        return self._soft_cap(_dequantized_gradient(product, inputs, dequantized))
 
     def _int4_zero_rows(self, ids):
         return ops.take(self.embeddings_zero, ids, axis=0) if hasattr(
@@ -245,7 +253,7 @@ class ReversibleEmbedding(keras.layers.Embedding):
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class PositionEmbedding(keras.layers.Layer):
+class PositionEmbedding(StaticArgumentsRemat, keras.layers.Layer):
     """Learned absolute position embeddings, looked up at explicit or implicit positions.
 
     Example:
@@ -288,6 +296,25 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=keras.initializers.serialize(self.initializer),
         )
         return config
+
+
+def _dequantized_gradient(product, inputs, dequantized_kernel):
+    """`product(inputs)` (a quantized head's logits, whatever kernel computes them), with the
+    gradient of a float product with the dequantized `[hidden, vocab]` kernel: rounding
+    activations to int8 has no useful gradient, and the fast kernels have none at all, so
+    without this nothing upstream of the head would train (LoRA on a quantized base)."""
+
+    @keras.ops.custom_gradient
+    def head(inputs):
+        def grad_fn(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            kernel = dequantized_kernel()
+            return ops.matmul(upstream, ops.transpose(ops.cast(kernel, upstream.dtype)))
+
+        return product(inputs), grad_fn
+
+    return head(inputs)
 
 
 def _quantize_head_int8(head):
