@@ -7,13 +7,14 @@ from keras_lm.backend.direct_call import invoke, invoke_together
 from keras_lm.layers.initializers import fresh_initializer
 from keras_lm.layers.normalization import Normalization
 from keras_lm.layers.projection import Projection
+from keras_lm.layers.remat import Dropout, StaticArgumentsRemat
 from keras_lm.layers.rotary import apply_rope, rope_cos_sin, rope_inverse_frequencies
 
 _MASKED = -1e9  # finite, so fully-masked (padding) rows never turn into NaN
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class CachedAttention(keras.layers.Layer):
+class CachedAttention(StaticArgumentsRemat, keras.layers.Layer):
     """Causal self-attention whose key/value cache is passed in and returned.
 
     The cache for one layer is a `(keys, values)` pair (`generation.cache.LayerCache`) of shape
@@ -118,7 +119,7 @@ class CachedAttention(keras.layers.Layer):
             )
             self.query_norm.build((None, None, n, h))
             self.key_norm.build((None, None, k, h))
-        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.dropout_layer = Dropout(self.dropout, dtype=self.dtype_policy)
         self.built = True
 
     def call(

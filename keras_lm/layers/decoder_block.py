@@ -7,6 +7,7 @@ from keras_lm.backend.direct_call import invoke
 from keras_lm.layers.attention import CachedAttention
 from keras_lm.layers.feedforward import FeedForward
 from keras_lm.layers.normalization import Normalization
+from keras_lm.layers.remat import Dropout, StaticArgumentsRemat
 
 
 def causal_padding_mask(padding_mask, query_len):
@@ -17,7 +18,7 @@ def causal_padding_mask(padding_mask, query_len):
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class DecoderBlock(keras.layers.Layer):
+class DecoderBlock(StaticArgumentsRemat, keras.layers.Layer):
     """Norm → attention → residual → norm → MLP → residual, with optional post-norms.
 
     Returns the new hidden states, or `(hidden_states, cache)` when a `cache` is given.
@@ -109,7 +110,7 @@ class DecoderBlock(keras.layers.Layer):
         if self.post_ffw_norm:
             self.post_ffw_norm_layer = self._norm("post_ffw_norm")
             self.post_ffw_norm_layer.build(input_shape)
-        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.dropout_layer = Dropout(self.dropout, dtype=self.dtype_policy)
         self.built = True
 
     def call(

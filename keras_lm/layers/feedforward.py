@@ -6,6 +6,7 @@ from keras_lm.backend import ops
 from keras_lm.backend.direct_call import invoke, invoke_together
 from keras_lm.layers.initializers import fresh_initializer
 from keras_lm.layers.projection import Projection
+from keras_lm.layers.remat import StaticArgumentsRemat
 
 _ACTIVATIONS = {
     "gelu": lambda x: ops.gelu(x, approximate=False),
@@ -16,7 +17,7 @@ _ACTIVATIONS = {
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class FeedForward(keras.layers.Layer):
+class FeedForward(StaticArgumentsRemat, keras.layers.Layer):
     """`down(act(gate(x)) * up(x))` when `gated`, else `output(act(intermediate(x)))`.
 
     Example:

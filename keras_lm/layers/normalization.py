@@ -3,10 +3,11 @@
 import keras
 
 from keras_lm.backend import ops
+from keras_lm.layers.remat import StaticArgumentsRemat
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class Normalization(keras.layers.Layer):
+class Normalization(StaticArgumentsRemat, keras.layers.Layer):
     """LayerNorm (`kind="layer"`) or RMSNorm (`kind="rms"`) over the last axis.
 
     `unit_offset=True` stores the scale as an offset from one (Gemma's `1 + w`).

@@ -12,10 +12,11 @@ import keras
 
 from keras_lm.backend import ops
 from keras_lm.layers.int4 import layer_block, multiply_form, unpack
+from keras_lm.layers.remat import StaticArgumentsRemat
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class Projection(keras.layers.EinsumDense):
+class Projection(StaticArgumentsRemat, keras.layers.EinsumDense):
     """EinsumDense for "prefix + contracted -> prefix + kernel rest" equations.
 
     Example:

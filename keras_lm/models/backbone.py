@@ -4,11 +4,12 @@ import warnings
 
 import keras
 
+from keras_lm.layers.remat import StaticArgumentsRemat
 from keras_lm.presets.mixin import PresetMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class Backbone(PresetMixin, keras.Model):
+class Backbone(StaticArgumentsRemat, PresetMixin, keras.Model):
     """Base class for model bodies: token ids and a padding mask in, hidden states out.
 
     Subclasses are functional models. `from_preset` on `Backbone` itself infers the subclass
@@ -87,6 +88,24 @@ class Backbone(PresetMixin, keras.Model):
                 "This preset quantizes a different set of layers than `quantize()` does: "
                 f"{sorted(set(policy_map.keys()) ^ quantized)[:5]}..."
             )
+
+    @staticmethod
+    def get_layout_map(device_mesh, model_parallel_dim_name: str = "model",
+                       data_parallel_dim_name: str = "batch"):
+        """A `keras.distribution.LayoutMap` sharding the weights over `device_mesh` (JAX):
+        heads, MLP width and vocabulary along the model axis, hidden width along the data
+        axis; LoRA adapters follow their kernels. A size the model axis does not divide is
+        replicated along it (with a warning) when the model is built.
+
+        Example:
+        >>> mesh = keras.distribution.DeviceMesh((2, 4), ["batch", "model"])  # doctest: +SKIP
+        >>> layouts = GemmaBackbone.get_layout_map(mesh)  # doctest: +SKIP
+        >>> keras.distribution.set_distribution(keras.distribution.ModelParallel(
+        ...     layout_map=layouts, batch_dim_name="batch"))  # doctest: +SKIP
+        """
+        from keras_lm.models.layout import layout_map
+
+        return layout_map(device_mesh, model_parallel_dim_name, data_parallel_dim_name)
 
     # --- LoRA -------------------------------------------------------------------------------
     def default_lora_layer_names(self) -> list[str]:

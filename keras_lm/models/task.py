@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_lm import checks
+from keras_lm.layers.remat import StaticArgumentsRemat
 from keras_lm.presets.mixin import PresetMixin
 
 
@@ -16,6 +17,11 @@ def is_raw_text(x) -> bool:
     if isinstance(x, (list, tuple)) and x:
         return all(isinstance(item, (str, bytes)) for item in x)
     return False
+
+
+def is_prompt_response(x) -> bool:
+    """True for KerasHub's `{"prompts": ..., "responses": ...}` training input."""
+    return isinstance(x, dict) and set(x) == {"prompts", "responses"}
 
 
 def is_batch_stream(x) -> bool:
@@ -74,7 +80,7 @@ def _describe(x) -> str:
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class Task(PresetMixin, keras.Model):
+class Task(StaticArgumentsRemat, PresetMixin, keras.Model):
     """Base class of task models: `backbone`, `preprocessor`, and preset support.
 
     Example:
@@ -132,7 +138,7 @@ class Task(PresetMixin, keras.Model):
             self._stream_batch_size = len(ys[0])
             x = {k: np.concatenate([b[k] for b in xs]) for k in xs[0]}
             return x, np.concatenate(ys), np.concatenate(ws)
-        if is_raw_text(x):
+        if is_raw_text(x) or is_prompt_response(x):
             return self.preprocessor(x)
         return x, y, sample_weight
 
@@ -141,7 +147,7 @@ class Task(PresetMixin, keras.Model):
         `token_ids` within the vocabulary and a `padding_mask` of the same shape."""
         if isinstance(x, (list, tuple)) and len(x) == 0:
             raise ValueError("`x` is empty: pass at least one example.")
-        if is_raw_text(x) and self.preprocessor is None:
+        if (is_raw_text(x) or is_prompt_response(x)) and self.preprocessor is None:
             raise ValueError("String `x` needs a preprocessor; this model has none.")
         x, y, sample_weight = self._preprocess_for_training(x, y, sample_weight)
         if is_batch_stream(x):  # a dataset of model inputs, for Keras to read
