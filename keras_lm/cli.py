@@ -6,6 +6,8 @@ import sys
 import time
 import warnings
 
+from keras_lm.finetune import command as finetune_command
+
 # JAX keeps compiled programs here between runs; KERAS_LM_COMPILE_CACHE=off disables it.
 _DEFAULT_COMPILE_CACHE = os.path.join("~", ".cache", "keras_lm", "jax")
 
@@ -78,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
                             "sequence length).")
 
     sub.add_parser("presets", help="List built-in preset names.")
+    finetune_command.add_parser(sub)
 
     convert = sub.add_parser(
         "convert", help="Load any supported checkpoint (preset, KerasHub or Hugging Face folder, "
@@ -152,6 +155,8 @@ def _run(args) -> int:
         return _chat(args, keras_lm)
     if args.command == "serve":
         return _serve(args, keras_lm)
+    if args.command == "finetune":
+        return finetune_command.run(args)
     return _generate(args, keras_lm)
 
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from keras_lm.models.preprocessor import Preprocessor
+from keras_lm.models.task import is_prompt_response
 from keras_lm.tokenizers.tokenizer import to_id_rows, to_python_strings
 
 
@@ -24,6 +25,47 @@ def pack_rows(rows, length, start_id, end_id, pad_id, add_start, add_end):
         ids[i, : len(packed)] = packed
         mask[i, : len(packed)] = True
     return ids, mask
+
+
+def pack_segments(examples, length: int, pad_id: int, pack: bool = False):
+    """Examples of `(ids, trained)` segments → `[rows, length]` ids, padding mask and loss mask.
+
+    The loss mask is True on the tokens a model learns to predict (e.g. a response, not its
+    prompt). Without `pack` each example is one row, truncated on the right; with `pack` the
+    examples are laid end to end and cut into full rows (the last one padded).
+
+    Example:
+    >>> ids, mask, trained = pack_segments([[([1, 2], False), ([3], True)]], 4, pad_id=0)
+    >>> ids.tolist(), trained.tolist()
+    ([[1, 2, 3, 0]], [[False, False, True, False]])
+    """
+    flat = []
+    for example in examples:
+        tokens, flags = [], []
+        for ids, trained in example:
+            tokens += [int(t) for t in ids]
+            flags += [bool(trained)] * len(ids)
+        flat.append((tokens, flags))
+    if pack:
+        tokens = [t for row, _ in flat for t in row]
+        flags = [f for _, row in flat for f in row]
+        flat = [(tokens[i:i + length], flags[i:i + length]) for i in range(0, len(tokens), length)]
+    ids = np.full((len(flat), length), pad_id, dtype=np.int32)
+    mask = np.zeros((len(flat), length), dtype=bool)
+    trained = np.zeros((len(flat), length), dtype=bool)
+    for i, (tokens, flags) in enumerate(flat):
+        n = min(len(tokens), length)
+        ids[i, :n] = tokens[:n]
+        mask[i, :n] = True
+        trained[i, :n] = flags[:n]
+    return ids, mask, trained
+
+
+def shift_for_training(ids, mask, trained):
+    """Packed rows → `(inputs, labels, sample_weight)`: each position predicts the next token,
+    weighted by whether that token is trained."""
+    inputs = {"token_ids": ids[:, :-1], "padding_mask": mask[:, :-1]}
+    return inputs, ids[:, 1:], (mask & trained)[:, 1:].astype("float32")
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
@@ -70,18 +112,48 @@ class CausalLMPreprocessor(Preprocessor):
         )
 
     def __call__(self, x, y=None, sample_weight=None, sequence_length: int | None = None):
-        """Returns `({"token_ids", "padding_mask"}, y, sample_weight)`, labels shifted by one."""
+        """Returns `({"token_ids", "padding_mask"}, y, sample_weight)`, labels shifted by one.
+
+        `x` is strings (every token trained) or `{"prompts": [...], "responses": [...]}`
+        (KerasHub's form: the loss covers only each response and its end token).
+        """
         if y is not None or sample_weight is not None:
             warnings.warn(
                 f"{type(self).__name__} computes labels from `x`; the given `y` and "
                 "`sample_weight` are ignored.",
                 stacklevel=2,
             )
-        strings, _ = to_python_strings(x, "x")
         length = sequence_length or self.sequence_length
+        if is_prompt_response(x):
+            examples = self.prompt_response_segments(x["prompts"], x["responses"])
+            return shift_for_training(*pack_segments(
+                examples, length + 1, self.tokenizer.pad_token_id))
+        strings, _ = to_python_strings(x, "x")
         ids, mask = self._pack(strings, length + 1, self.add_end_token)
         inputs = {"token_ids": ids[:, :-1], "padding_mask": mask[:, :-1]}
         return inputs, ids[:, 1:], mask[:, 1:].astype("float32")
+
+    def prompt_response_segments(self, prompts, responses) -> list:
+        """`(ids, trained)` segments per pair: start + prompt untrained, response + end trained.
+
+        Example:
+        >>> preprocessor.prompt_response_segments(["Q: 2+2?"], [" 4"])  # doctest: +SKIP
+        [[(array([2, 48, 25, ...]), False), (array([604, 1]), True)]]
+        """
+        prompts, _ = to_python_strings(prompts, "x['prompts']")
+        responses, _ = to_python_strings(responses, "x['responses']")
+        if len(prompts) != len(responses):
+            raise ValueError(
+                f"`x['prompts']` has {len(prompts)} items but `x['responses']` has "
+                f"{len(responses)}; they must pair up."
+            )
+        tok = self.tokenizer
+        start = [tok.start_token_id] if (
+            self.add_start_token and tok.start_token_id is not None) else []
+        end = [tok.end_token_id] if (
+            self.add_end_token and tok.end_token_id is not None) else []
+        return [[(start + list(p), False), (list(r) + end, True)]
+                for p, r in zip(tok._encode(prompts), tok._encode(responses), strict=True)]
 
     def prompt_rows(self, x) -> list[np.ndarray]:
         """Prompt strings → one int32 id array per prompt (start token added, no end token,

@@ -28,17 +28,6 @@ def _family_module(backbone):
     raise ValueError(f"No Hugging Face export for {type(backbone).__name__}.")
 
 
-def _merged_lora(backbone) -> dict:
-    """Variable path -> kernel with its enabled LoRA adapter added (Keras' `layer.kernel`)."""
-    import keras
-
-    merged = {}
-    for layer in backbone._flatten_layers(include_self=False):
-        if getattr(layer, "lora_enabled", False):
-            merged[f"{layer.path}/kernel"] = keras.ops.convert_to_numpy(layer.kernel)
-    return merged
-
-
 def backbone_files(backbone) -> tuple[dict, dict]:
     """`(config, tensors)` of the Hugging Face checkpoint for `backbone`."""
     if any(layer.quantization_mode for layer in backbone._flatten_layers(include_self=False)):
@@ -48,7 +37,9 @@ def backbone_files(backbone) -> tuple[dict, dict]:
     config = module.hf_config(backbone)
     keys = ["transformer.wte.weight"]  # GPT-2: write the `transformer.` prefix
     conversion = module.conversion_map(backbone, keys)
-    merged = _merged_lora(backbone)
+    from keras_lm.models.lora_merge import merged_lora_weights
+
+    merged = merged_lora_weights(backbone)
     tensors = conversion.export(backbone, overrides=merged)
     dtype = str(backbone.dtype_policy.variable_dtype)
     config["torch_dtype"] = dtype
