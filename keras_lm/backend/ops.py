@@ -75,6 +75,7 @@ def first_argmax(logits):
 int8_projection = None
 int4_projection = None
 joint_projection = None
+distribute = None  # (tensor, device_mesh, axes) -> placed tensor; axes may join mesh axes
 
 _BACKEND = keras.backend.backend()
 if _BACKEND == "torch":
@@ -92,6 +93,9 @@ elif _BACKEND == "jax":
     int8_projection = _xla_kernels.int8_projection
     int4_projection = _xla_kernels.int4_projection
     first_argmax = _xla_kernels.first_argmax
+    from keras_lm.backend import jax_sharding as _jax_sharding
+
+    distribute = _jax_sharding.distribute
 
 
 def __getattr__(name):

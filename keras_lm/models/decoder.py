@@ -11,13 +11,16 @@ import inspect
 
 import keras
 
+from keras_lm.backend import ops
 from keras_lm.backend.direct_call import invoke
 from keras_lm.generation import cache as kv_cache
 from keras_lm.generation.cache import LayerCache
 from keras_lm.layers.decoder_block import DecoderBlock
 from keras_lm.layers.embedding import PositionEmbedding, ReversibleEmbedding
 from keras_lm.layers.normalization import Normalization
+from keras_lm.layers.remat import Dropout
 from keras_lm.models.backbone import Backbone
+from keras_lm.models.layout import cache_layout, fit_active_layout
 
 # Keyword arguments every Keras model takes besides a family's own.
 _KERAS_KEYWORDS = ("name", "trainable")
@@ -129,6 +132,7 @@ class DecoderBackbone(Backbone):
             max_sequence_length=max_sequence_length,
         )
         _check_heads(hidden_dim, num_query_heads, num_key_value_heads, head_dim)
+        fit_active_layout(options)
         head_dim = head_dim or hidden_dim // num_query_heads
         norm_kind = "layer" if norm == "layer" else "rms"
         policy = keras.dtype_policies.get(dtype) if dtype is not None else None
@@ -199,7 +203,7 @@ class DecoderBackbone(Backbone):
             dtype=policy,
             name="final_norm",
         )
-        embedding_dropout = keras.layers.Dropout(dropout, dtype=policy, name="embedding_dropout")
+        embedding_dropout = Dropout(dropout, dtype=policy, name="embedding_dropout")
 
         # Layers must exist before the functional graph is traced through `forward`.
         self._token_embedding = token_embedding
@@ -284,8 +288,12 @@ class DecoderBackbone(Backbone):
     def empty_cache(self, batch_size: int, capacity: int) -> list:
         """Zeroed KV caches for `batch_size` sequences of `capacity` slots (the layout is
         `keras_lm.generation.cache`'s)."""
-        return kv_cache.empty(self.num_layers, batch_size * self.num_key_value_heads, capacity,
-                           self.head_dim, self.compute_dtype)
+        caches = kv_cache.empty(self.num_layers, batch_size * self.num_key_value_heads,
+                                capacity, self.head_dim, self.compute_dtype)
+        layout = cache_layout(batch_size, self.num_key_value_heads)
+        if layout is None or ops.distribute is None:
+            return caches
+        return [LayerCache(*(ops.distribute(t, *layout) for t in layer)) for layer in caches]
 
 
 def _check_heads(hidden_dim, num_query_heads, num_key_value_heads, head_dim):
