@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The project's test command: lint, then the whole suite on JAX (the primary backend), all but
-# the `slow` tests on torch, and the `tensorflow`-marked subset on TensorFlow when installed.
+# the `slow` tests on torch, the `tensorflow`-marked subset on TensorFlow when installed, and
+# the distribution tests on 8 virtual CPU devices in a process of their own. Two pytest
+# workers per run (pytest-xdist): most of a test's time is single-threaded compiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check .
-KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider --durations=10 tests
-KERAS_BACKEND=torch python -m pytest -q -p no:cacheprovider --durations=10 -m "not slow" tests
+PYTEST=(python -m pytest -q -p no:cacheprovider --durations=10 -n 2 --dist loadfile)
+KERAS_BACKEND=jax "${PYTEST[@]}" tests
+KERAS_BACKEND=torch "${PYTEST[@]}" -m "not slow" tests
 if python -c "import tensorflow" >/dev/null 2>&1; then
-  KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider --durations=10 \
-    -m "tensorflow and not slow" tests
+  KERAS_BACKEND=tensorflow "${PYTEST[@]}" -m "tensorflow and not slow" tests
 fi
+XLA_FLAGS=--xla_force_host_platform_device_count=8 KERAS_BACKEND=jax \
+  python -m pytest -q -p no:cacheprovider tests/distributed
