@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check .
 PYTEST=(python -m pytest -q -p no:cacheprovider --durations=10 -n 2 --dist loadfile)
-KERAS_BACKEND=jax "${PYTEST[@]}" tests
-KERAS_BACKEND=torch "${PYTEST[@]}" -m "not slow" tests
+KERAS_BACKEND=jax "${PYTEST[@]}" --ignore=tests/distributed tests
+KERAS_BACKEND=torch "${PYTEST[@]}" --ignore=tests/distributed -m "not slow" tests
 if python -c "import tensorflow" >/dev/null 2>&1; then
-  KERAS_BACKEND=tensorflow "${PYTEST[@]}" -m "tensorflow and not slow" tests
+  KERAS_BACKEND=tensorflow "${PYTEST[@]}" --ignore=tests/distributed -m "tensorflow and not slow" tests
 fi
 XLA_FLAGS=--xla_force_host_platform_device_count=8 KERAS_BACKEND=jax \
   python -m pytest -q -p no:cacheprovider tests/distributed

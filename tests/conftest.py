@@ -15,6 +15,7 @@ os.environ["KERAS_LM_CACHE"] = tempfile.mkdtemp(prefix="keras_lm_test_cache_")
 import keras  # noqa: E402
 
 import keras_lm  # noqa: E402
+from families import tiny_gpt2_backbone  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
@@ -39,19 +40,6 @@ def bpe_assets():
 def gpt2_tokenizer(bpe_assets):
     vocab, merges = bpe_assets
     return keras_lm.models.GPT2Tokenizer(vocabulary=vocab, merges=merges)
-
-
-def tiny_gpt2_backbone(vocabulary_size, **overrides):
-    args = dict(
-        vocabulary_size=vocabulary_size,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=128,
-    )
-    args.update(overrides)
-    return keras_lm.models.GPT2Backbone(**args)
 
 
 @pytest.fixture

@@ -9,6 +9,20 @@ import keras_lm
 VOCAB = 40
 
 
+def tiny_gpt2_backbone(vocabulary_size, **overrides):
+    """A 2-layer GPT-2 backbone of width 16; `overrides` replace constructor arguments."""
+    args = dict(
+        vocabulary_size=vocabulary_size,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=128,
+    )
+    args.update(overrides)
+    return keras_lm.models.GPT2Backbone(**args)
+
+
 def gpt2_case():
     return keras_lm.models.GPT2Backbone, keras_lm.models.GPT2CausalLM, dict(
         vocabulary_size=VOCAB, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=24,

@@ -7,7 +7,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_gpt2_backbone
+from families import tiny_gpt2_backbone
 
 import keras_lm
 

@@ -184,7 +184,7 @@ def test_lora_on_an_int8_base_and_full_finetuning(tmp_path, gpt2_preset):
 def test_remat_scope_gives_the_same_training_steps(gpt2_tokenizer, mode):
     """Models built under `keras.RematScope` train to the same weights, dropout included
     (its masks must be the same in the recomputation and as without remat)."""
-    from conftest import tiny_gpt2_backbone
+    from families import tiny_gpt2_backbone
 
     scope = dict(full=dict(mode="full"), larger_than=dict(mode="larger_than",
                                                           output_size_threshold=100),
@@ -222,7 +222,7 @@ def test_finetune_command_then_generate(tmp_path, gpt2_preset, capsys):
                  "--lora-rank", "2", "--batch-size", "3", "--pack",
                  "--sequence-length", "16"]) == 0
     printed = capsys.readouterr().out
-    assert "steps, final train loss" in printed and os.path.join(out, "model") in printed
+    assert "steps, train loss" in printed and os.path.join(out, "model") in printed
     assert main(["generate", "--preset", os.path.join(out, "model"), "where are you",
                  "--max-new-tokens", "4"]) == 0
     assert main(["finetune", "--data", str(tmp_path / "missing.jsonl"), "--out", out]) == 2

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         pack=args.pack, quantize=args.quantize, remat=args.remat, seed=args.seed,
         save_every=args.save_every, max_steps=args.max_steps)
     result = run_finetune(options)
-    summary = f"{result.steps} steps, final train loss {result.train_loss:.4f}"
+    summary = f"{result.steps} steps, train loss {result.train_loss:.4f} (last epoch)"
     if result.eval_loss is not None:
         summary += f", eval loss {result.eval_loss:.4f} (perplexity {result.eval_perplexity:.2f})"
     print(summary + f", {result.tokens_per_second:.0f} tokens/s.")

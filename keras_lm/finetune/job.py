@@ -156,6 +156,7 @@ class _Trainer:
         bar = tqdm(total=total_steps, initial=step, unit="step", disable=not progress,
                    dynamic_ncols=True)
         recent, epoch_losses, tokens, seconds = [], [], 0, 0.0
+        last_epoch_loss = float("nan")
         try:
             while step < total_steps:
                 x, y, weight = self.batch(step)
@@ -185,12 +186,12 @@ class _Trainer:
                     save_checkpoint(os.path.join(out, "checkpoint"), self.lm, step)
                 if epoch_done:
                     bar.clear()
-                    end_epoch((step - 1) // self.steps_per_epoch + 1, _mean(epoch_losses))
+                    last_epoch_loss = _mean(epoch_losses)
+                    end_epoch((step - 1) // self.steps_per_epoch + 1, last_epoch_loss)
                     epoch_losses = []
         finally:
             bar.close()
-        return (np.mean(recent) if recent else float("nan")), (tokens / seconds if seconds
-                                                               else 0.0)
+        return last_epoch_loss, (tokens / seconds if seconds else 0.0)
 
 
 def _mean(pairs) -> float:
