@@ -13,9 +13,9 @@ os.environ.setdefault("KERAS_LM_COMPILE_CACHE", "off")  # the CLI would write to
 os.environ["KERAS_LM_CACHE"] = tempfile.mkdtemp(prefix="keras_lm_test_cache_")
 
 import keras  # noqa: E402
+from families import tiny_gpt2_backbone  # noqa: E402
 
 import keras_lm  # noqa: E402
-from families import tiny_gpt2_backbone  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
