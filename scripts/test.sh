@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check .
-PYTEST=(python -m pytest -q -p no:cacheprovider --durations=10 -n 2 --dist loadfile)
+PYTEST=(python -m pytest -q -p no:cacheprovider --durations=25 -n 2 --dist loadfile)
 KERAS_BACKEND=jax "${PYTEST[@]}" --ignore=tests/distributed tests
 KERAS_BACKEND=torch "${PYTEST[@]}" --ignore=tests/distributed -m "not slow" tests
 if python -c "import tensorflow" >/dev/null 2>&1; then

@@ -11,6 +11,12 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("KERAS_LM_COMPILE_CACHE", "off")  # the CLI would write to ~/.cache
 # Files keras_lm builds (the demo preset) go to a fresh folder per test session.
 os.environ["KERAS_LM_CACHE"] = tempfile.mkdtemp(prefix="keras_lm_test_cache_")
+# Tests rebuild the same tiny shapes many times: JAX compiles each distinct program once per
+# run, shared by the xdist workers (one folder per run id), instead of once per model object.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"keras_lm_test_jax_{_RUN}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import keras  # noqa: E402
 from families import tiny_gpt2_backbone  # noqa: E402

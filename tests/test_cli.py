@@ -91,6 +91,7 @@ def test_jax_compilation_cache_is_kept_between_runs(gpt2_preset, tmp_path):
         pytest.skip("a JAX feature")
     cache = tmp_path / "compile-cache"
     env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_LM_COMPILE_CACHE": str(cache)}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the test session's own cache (conftest)
     command = [sys.executable, "-m", "keras_lm.cli", "generate", "the quick", "--preset",
                gpt2_preset, "--max-length", "12", "--sampler", "greedy"]
     first = subprocess.run(command, env=env, capture_output=True, text=True, check=True)

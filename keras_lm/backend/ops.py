@@ -15,6 +15,8 @@ Backend-specific kernels, chosen once here (never patched in from elsewhere):
   as one product (torch), or None to call them one by one.
 - `write_cache(cache, start, update)`: a KV-cache write (in place on torch).
 - `first_argmax(logits)`: greedy choice (a cheaper reduction on JAX).
+- `records_gradients()`: True where eager autograd is recording (torch), so inference-only
+  kernels must stay out of the way even inside a custom gradient's forward.
 
 Example:
 >>> from keras_lm.backend import ops
@@ -72,6 +74,10 @@ def first_argmax(logits):
     return _cast(_argmax(logits, axis=-1), "int32")
 
 
+def records_gradients() -> bool:
+    return False
+
+
 int8_projection = None
 int4_projection = None
 joint_projection = None
@@ -82,6 +88,7 @@ if _BACKEND == "torch":
     from keras_lm.backend import torch_kernels as _torch_kernels
 
     write_cache = _torch_kernels.write_cache
+    records_gradients = _torch_kernels.records_gradients
     if _torch_kernels.ONEDNN:
         matmul = _torch_kernels.matmul
         int8_projection = _torch_kernels.int8_projection

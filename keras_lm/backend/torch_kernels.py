@@ -210,6 +210,10 @@ _library = None
 _packed = weakref.WeakKeyDictionary()  # layer -> (weights' identity and version, packed)
 
 
+def records_gradients() -> bool:
+    return _torch.is_grad_enabled()
+
+
 def int8_projection(layer, inputs, kernel=None, scale=None):
     """`inputs [..., K] @ dequantized kernel [K, N]` for an int8 layer, or None when this path
     does not apply. `kernel`/`scale` default to a `Projection`'s `stored_kernel`/`kernel_scale`.

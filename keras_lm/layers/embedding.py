@@ -155,9 +155,11 @@ class ReversibleEmbedding(StaticArgumentsRemat, keras.layers.Embedding):
         else:
             kernel, scale = self.reverse_embeddings.value, self.reverse_embeddings_scale.value
 
+        fast = not ops.records_gradients()  # inside the custom gradient torch records none
+
         def product(inputs):
             logits = None
-            if ops.int8_projection is not None:
+            if fast and ops.int8_projection is not None:
                 logits = ops.int8_projection(self, inputs, kernel, scale)
             if logits is None:
                 quantized, input_scale = keras.quantizers.abs_max_quantize(inputs, axis=-1)
@@ -184,9 +186,11 @@ class ReversibleEmbedding(StaticArgumentsRemat, keras.layers.Embedding):
         def dequantized():  # [hidden, vocab]
             return ops.transpose(ops.cast(dense_kernel(*self.int4_weights()), self.compute_dtype))
 
+        fast = not ops.records_gradients()
+
         def product(inputs):
             logits = None
-            if ops.int4_projection is not None:
+            if fast and ops.int4_projection is not None:
                 logits = ops.int4_projection(self, inputs)
             return ops.matmul(inputs, dequantized()) if logits is None else logits
 

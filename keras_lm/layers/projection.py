@@ -109,6 +109,17 @@ class Projection(StaticArgumentsRemat, keras.layers.EinsumDense):
         shape = ops.shape(inputs)
         batch_shape = tuple(shape[: len(shape) - self.contracted_axes])
         flat = ops.reshape(inputs, batch_shape + (self.kernel_rows,))
-        kernel = ops.reshape(self.kernel, (self.kernel_rows, -1))
-        x = ops.matmul(flat, kernel)
-        return self.finish(ops.reshape(x, batch_shape + tuple(self.kernel_out_shape)))
+        kernel = ops.reshape(self._kernel, (self.kernel_rows, -1))
+        x = ops.reshape(ops.matmul(flat, kernel), batch_shape + tuple(self.kernel_out_shape))
+        if self.lora_enabled:
+            x = x + self._low_rank_update(flat, batch_shape)
+        return self.finish(x)
+
+    def _low_rank_update(self, flat, batch_shape):
+        # `(x A) B` rather than `x (W + A B)`: training then never forms a kernel-sized
+        # gradient (or keeps a merged kernel for backward), the point of LoRA.
+        a = self.lora_kernel_a
+        middle = ops.matmul(flat, ops.reshape(a, (self.kernel_rows, -1)))
+        middle = ops.reshape(middle, batch_shape + tuple(a.shape[self.contracted_axes:]))
+        scale = ops.cast(self.lora_alpha / self.lora_rank, middle.dtype)
+        return ops.matmul(middle, self.lora_kernel_b) * scale
