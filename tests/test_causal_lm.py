@@ -102,6 +102,17 @@ def test_preprocessor_shifts_labels(gpt2_lm):
     assert sw[0].tolist() == [1.0] * (len(body) + 1) + [0.0] * (6 - len(body) - 1)
 
 
+def test_generate_preprocess_keeps_the_first_tokens_of_a_long_prompt(gpt2_lm):
+    """KerasHub's contract: the packer truncates (the seed pages feed generations back)."""
+    preprocessor = gpt2_lm.preprocessor
+    text = "the quick brown fox jumped over the lazy dog"
+    full = preprocessor.prompt_rows([text])[0]
+    out = preprocessor.generate_preprocess([text, "the"], sequence_length=4)
+    assert out["token_ids"][0].tolist() == full[:4].tolist()
+    assert out["padding_mask"][0].tolist() == [True] * 4
+    assert out["padding_mask"][1].tolist() == [True, True, False, False]
+
+
 def test_score_logits_and_loss(gpt2_lm):
     ids = np.array([[0, 5, 6, 7], [0, 8, 9, 3]])
     logits = keras.ops.convert_to_numpy(gpt2_lm.score(ids))

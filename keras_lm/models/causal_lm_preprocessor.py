@@ -210,16 +210,11 @@ class CausalLMPreprocessor(Preprocessor):
     def generate_preprocess(self, x, sequence_length: int | None = None):
         """Prompt strings → right-padded `{"token_ids", "padding_mask"}` without an end token.
 
-        Raises ValueError when a prompt does not fit in `sequence_length`.
+        A prompt longer than `sequence_length` keeps its first `sequence_length` tokens, as
+        in KerasHub (`generate` itself refuses such a prompt with a clear error instead).
         """
-        rows = self.prompt_rows(x)
         length = sequence_length or self.sequence_length
-        longest = max(len(r) for r in rows)
-        if longest > length:
-            raise ValueError(
-                f"`max_length`={length} is shorter than the longest prompt ({longest} tokens). "
-                "Pass a larger `max_length`."
-            )
+        rows = [row[:length] for row in self.prompt_rows(x)]
         ids, mask = pack_rows(rows, length, None, None, self.tokenizer.pad_token_id,
                               add_start=False, add_end=False)
         return {"token_ids": ids, "padding_mask": mask}
