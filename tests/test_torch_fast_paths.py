@@ -244,3 +244,46 @@ def test_batched_decode_step_with_onednn_products_is_recorded(monkeypatch):
     eager = lm.generate(inputs, max_new_tokens=6, stop_token_ids=None)
     np.testing.assert_array_equal(traced["token_ids"], eager["token_ids"])
     assert torch.is_tensor(torch.ops.keras_lm.linear_rows(torch.ones(2, 4), torch.ones(3, 4)))
+
+
+@pytest.mark.parametrize("kind", ["Adam", "AdamW"])
+def test_fused_adam_takes_keras_steps(kind):
+    """The fused update gives Keras' own Adam/AdamW weights and moments (epsilon outside the
+    bias-corrected root, weight decay before the step), with a learning-rate schedule and
+    clipping still applied by Keras; other optimizers are left alone."""
+    import keras
+
+    from keras_lm.backend.torch_optimizers import fuse_adam
+
+    def train(fused):
+        rng = np.random.default_rng(0)
+        weights = [keras.Variable(rng.normal(size=(5, 3)).astype("float32")),
+                   keras.Variable(rng.normal(size=(7,)).astype("float32"))]
+        schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 2, 0.5)
+        extra = dict(weight_decay=0.1) if kind == "AdamW" else {}
+        optimizer = getattr(keras.optimizers, kind)(schedule, epsilon=1e-3, clipnorm=1.0,
+                                                     **extra)
+        if fused:
+            assert fuse_adam(optimizer)
+        for step in range(6):
+            grads = [rng.normal(size=v.shape).astype("float32") * (step + 1) for v in weights]
+            optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], weights)
+        return [keras.ops.convert_to_numpy(v) for v in weights + optimizer.variables[1:]]
+
+    keras_steps, fused_steps = train(False), train(True)
+    for expected, actual in zip(keras_steps, fused_steps, strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    assert not fuse_adam(keras.optimizers.SGD(0.1))
+    assert not fuse_adam(keras.optimizers.Adam(0.1, amsgrad=True))
+
+
+def test_causal_lm_compile_fuses_adam(gpt2_lm):
+    import keras
+
+    gpt2_lm.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    assert getattr(gpt2_lm.optimizer, "_keras_lm_fused", False)
+    x = {"token_ids": np.array([[1, 2, 3, 4]]), "padding_mask": np.ones((1, 4), bool)}
+    before = keras.ops.convert_to_numpy(gpt2_lm.backbone.trainable_variables[0])
+    gpt2_lm.train_on_batch(x, np.array([[2, 3, 4, 5]]))
+    assert not np.allclose(keras.ops.convert_to_numpy(gpt2_lm.backbone.trainable_variables[0]),
+                           before)

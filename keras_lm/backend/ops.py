@@ -15,6 +15,8 @@ Backend-specific kernels, chosen once here (never patched in from elsewhere):
   as one product (torch), or None to call them one by one.
 - `write_cache(cache, start, update)`: a KV-cache write (in place on torch).
 - `first_argmax(logits)`: greedy choice (a cheaper reduction on JAX).
+- `fuse_optimizer(optimizer)`: Keras' Adam/AdamW updated by torch's fused CPU kernel (torch);
+  returns whether it applied.
 - `records_gradients()`: True where eager autograd is recording (torch), so inference-only
   kernels must stay out of the way even inside a custom gradient's forward.
 
@@ -78,6 +80,10 @@ def records_gradients() -> bool:
     return False
 
 
+def fuse_optimizer(optimizer) -> bool:
+    return False
+
+
 int8_projection = None
 int4_projection = None
 joint_projection = None
@@ -89,6 +95,9 @@ if _BACKEND == "torch":
 
     write_cache = _torch_kernels.write_cache
     records_gradients = _torch_kernels.records_gradients
+    from keras_lm.backend import torch_optimizers as _torch_optimizers
+
+    fuse_optimizer = _torch_optimizers.fuse_adam
     if _torch_kernels.ONEDNN:
         matmul = _torch_kernels.matmul
         int8_projection = _torch_kernels.int8_projection

@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_lm import checks
 from keras_lm import samplers as samplers_lib
+from keras_lm.backend import ops as backend_ops
 from keras_lm.generation import controls
 from keras_lm.generation.engine import GenerationEngine, GenerationRequest
 from keras_lm.generation.processors import VocabularyLimit, build_processors
@@ -75,6 +76,7 @@ class CausalLM(Task):
         super().compile(
             optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs
         )
+        backend_ops.fuse_optimizer(self.optimizer)
 
     # -- generate -----------------------------------------------------------------------------
     def generate(
