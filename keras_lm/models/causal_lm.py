@@ -7,7 +7,8 @@ from keras import ops
 from keras_lm import checks
 from keras_lm import samplers as samplers_lib
 from keras_lm.backend import ops as backend_ops
-from keras_lm.generation import controls
+from keras_lm.generation import arguments, controls
+from keras_lm.generation import outputs as outputs_lib
 from keras_lm.generation.engine import GenerationEngine, GenerationRequest
 from keras_lm.generation.processors import VocabularyLimit, build_processors
 from keras_lm.generation.text import normalize_stop_strings
@@ -40,7 +41,7 @@ class CausalLM(Task):
                 f"`backbone` must be a {self.backbone_cls.__name__}. "
                 f"Received: {type(backbone).__name__}"
             )
-        _check_vocabularies(backbone, preprocessor)
+        arguments.matching_vocabularies(backbone, preprocessor)
         self.backbone = backbone
         self.preprocessor = preprocessor
         inputs = backbone.input
@@ -139,7 +140,7 @@ class CausalLM(Task):
                 )
                 for batch in inputs
             ]
-            return _concatenate_outputs(outputs)
+            return outputs_lib.concatenate(outputs)
         # Every argument is checked before anything runs or changes.
         sampler = self.sampler if sampler is None else samplers_lib.get(sampler)
         sampler.check_vocabulary(self.backbone.vocabulary_size)
@@ -160,7 +161,7 @@ class CausalLM(Task):
             inputs, max_length, max_new_tokens
         )
         lengths = np.array([len(p) for p in prompts])
-        limit = self._new_token_budget(lengths, max_length, max_new_tokens)
+        limit = arguments.new_token_budget(lengths, max_length, max_new_tokens, self.backbone)
         if json_schema is not None and json_schema is not False:
             from keras_lm.generation import structured
 
@@ -229,7 +230,7 @@ class CausalLM(Task):
             prompts = self.preprocessor.prompt_rows(inputs)
         elif isinstance(inputs, dict):
             batched = True
-            token_dict = _validate_token_dict(inputs, self.backbone.vocabulary_size)
+            token_dict = arguments.token_dict(inputs, self.backbone.vocabulary_size)
             if max_length is None and max_new_tokens is None:
                 max_length = token_dict["token_ids"].shape[1]
             prompts = [
@@ -256,16 +257,6 @@ class CausalLM(Task):
             )
         return prompts, text_input, batched, max_length
 
-    def _new_token_budget(self, lengths, max_length, max_new_tokens) -> np.ndarray:
-        """Per row, how many tokens it may add (int32)."""
-        limit = np.full(len(lengths), np.iinfo(np.int32).max // 2)
-        if max_length is not None:
-            limit = np.minimum(limit, max_length - lengths)
-        if max_new_tokens is not None:
-            limit = np.minimum(limit, max_new_tokens)
-        self._check_position_budget(lengths + limit)
-        return limit.astype(np.int32)
-
     def _processors(self, min_p, repetition_penalty, presence_penalty, frequency_penalty,
                     logit_bias, logits_processors) -> list:
         vocabulary = self.backbone.vocabulary_size
@@ -279,38 +270,9 @@ class CausalLM(Task):
             processors.insert(0, VocabularyLimit(tokenizer.id_limit()))
         return processors
 
-    def _check_position_budget(self, total_lengths):
-        backbone = self.backbone
-        if getattr(backbone, "learned_positions", False):
-            longest = int(np.max(total_lengths))
-            if longest > backbone.max_sequence_length:
-                raise ValueError(
-                    f"Generation would reach {longest} tokens but {type(backbone).__name__} "
-                    f"has only {backbone.max_sequence_length} positions. Lower `max_length`."
-                )
-
-    def _stop_ids(self, stop_token_ids):
-        if stop_token_ids is None:
-            return ()
-        if isinstance(stop_token_ids, str):
-            if stop_token_ids != "auto":
-                raise ValueError(
-                    '`stop_token_ids` must be "auto", None, or a sequence of ints. '
-                    f"Received: {stop_token_ids!r}"
-                )
-            tokenizer = getattr(self.preprocessor, "tokenizer", None)
-            return () if tokenizer is None else tokenizer.generation_stop_ids()
-        if isinstance(stop_token_ids, (int, np.integer)) and not isinstance(stop_token_ids, bool):
-            stop_token_ids = (stop_token_ids,)
-        if not isinstance(stop_token_ids, (list, tuple, np.ndarray)):
-            raise TypeError(
-                '`stop_token_ids` must be "auto", None, or a sequence of ints. '
-                f"Received: {stop_token_ids!r}"
-            )
-        vocabulary = self.backbone.vocabulary_size
-        return tuple(
-            checks.token_id(i, "stop_token_ids", vocabulary) for i in np.ravel(stop_token_ids)
-        )
+    def _stop_ids(self, stop_token_ids) -> tuple[int, ...]:
+        tokenizer = getattr(self.preprocessor, "tokenizer", None)
+        return arguments.stop_ids(stop_token_ids, tokenizer, self.backbone.vocabulary_size)
 
     def _pad_id(self):
         tokenizer = getattr(self.preprocessor, "tokenizer", None)
@@ -328,13 +290,7 @@ class CausalLM(Task):
             else:
                 texts = [self._text(r) for r in rows]
             return texts if batched else texts[0]
-        width = max([width] + [len(r) for r in rows])
-        token_ids = np.full((len(rows), width), pad, dtype=np.int32)
-        padding_mask = np.zeros((len(rows), width), dtype=bool)
-        for i, row in enumerate(rows):
-            token_ids[i, : len(row)] = row
-            padding_mask[i, : len(row)] = True
-        return {"token_ids": token_ids, "padding_mask": padding_mask}
+        return outputs_lib.rows_to_token_dict(rows, width, pad)
 
     def _text(self, ids):
         return self.preprocessor.generate_postprocess(
@@ -374,9 +330,9 @@ class CausalLM(Task):
             )
         if scoring_mode == "loss" and target_ids is None:
             raise ValueError('`target_ids` must be provided when `scoring_mode="loss"`.')
-        _check_concrete_ids(token_ids, "token_ids", self.backbone.vocabulary_size)
+        arguments.concrete_ids(token_ids, "token_ids", self.backbone.vocabulary_size)
         if target_ids is not None:
-            _check_concrete_ids(target_ids, "target_ids", self.backbone.vocabulary_size)
+            arguments.concrete_ids(target_ids, "target_ids", self.backbone.vocabulary_size)
         token_ids = ops.convert_to_tensor(token_ids, "int32")
         if padding_mask is None:
             padding_mask = ops.ones(ops.shape(token_ids), "bool")
@@ -388,77 +344,4 @@ class CausalLM(Task):
             return logits
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
         return loss_fn(ops.convert_to_tensor(target_ids, "int32"), ops.cast(logits, "float32"))
-
-
-def _check_concrete_ids(ids, name: str, vocabulary_size: int) -> None:
-    """Ids given as values (not traced inside a compiled function) are 2-D integers within
-    the vocabulary."""
-    try:
-        array = np.asarray(ops.convert_to_numpy(ids))
-    except Exception:  # a symbolic tensor: checked when it has values
-        return
-    if array.ndim != 2 or array.dtype.kind not in "iu":
-        raise ValueError(
-            f"`{name}` must be a 2-D integer array [batch, tokens]. Received shape "
-            f"{array.shape}, dtype {array.dtype}"
-        )
-    checks.token_id_array(array, name, vocabulary_size)
-
-
-def _check_vocabularies(backbone, preprocessor) -> None:
-    """The tokenizer may have fewer ids than the model (checkpoints pad the embedding to a
-    round size; those ids are never generated), never more."""
-    tokenizer = getattr(preprocessor, "tokenizer", None)
-    if tokenizer is None:
-        return
-    limit = tokenizer.id_limit()
-    if limit > backbone.vocabulary_size:
-        raise ValueError(
-            f"The tokenizer has {tokenizer.vocabulary_size()} tokens (ids up to {limit - 1}) "
-            f"but the model's vocabulary has only {backbone.vocabulary_size}: ids past "
-            f"{backbone.vocabulary_size - 1} would index outside the embedding. Use the "
-            "tokenizer that belongs to this model."
-        )
-
-
-def _validate_token_dict(inputs, vocabulary_size: int):
-    if "token_ids" not in inputs:
-        raise ValueError("A dict `inputs` needs a `token_ids` entry (and usually `padding_mask`).")
-    token_ids = np.asarray(ops.convert_to_numpy(inputs["token_ids"]))
-    if token_ids.ndim == 1:
-        token_ids = token_ids[None]
-    if token_ids.ndim != 2 or token_ids.dtype.kind not in "iu":
-        raise ValueError(
-            f"`token_ids` must be a 2-D integer array. Received shape {token_ids.shape}, "
-            f"dtype {token_ids.dtype}"
-        )
-    mask = inputs.get("padding_mask")
-    if mask is None:
-        mask = np.ones_like(token_ids, bool)
-    else:
-        mask = np.asarray(ops.convert_to_numpy(mask))
-        if mask.size != token_ids.size:
-            raise ValueError(
-                f"`padding_mask` must have the shape of `token_ids` {token_ids.shape}. "
-                f"Received shape {mask.shape}"
-            )
-        mask = mask.reshape(token_ids.shape).astype(bool)
-    checks.token_id_array(token_ids[mask], "token_ids", vocabulary_size)
-    return {"token_ids": token_ids.astype(np.int32), "padding_mask": mask}
-
-
-def _concatenate_outputs(outputs):
-    if not outputs:
-        return []
-    if isinstance(outputs[0], dict):
-        width = max(o["token_ids"].shape[1] for o in outputs)
-        merged = {}
-        for key in outputs[0]:
-            parts = [np.pad(o[key], ((0, 0), (0, width - o[key].shape[1]))) for o in outputs]
-            merged[key] = np.concatenate(parts)
-        return merged
-    flat = []
-    for o in outputs:
-        flat.extend(o if isinstance(o, list) else [o])
-    return flat
 
