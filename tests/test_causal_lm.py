@@ -93,6 +93,25 @@ def test_fit_on_raw_strings_and_preprocessed_dicts(gpt2_lm):
     assert np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean_with_sample_weight"])
+def test_training_loss_equals_keras_loss_on_the_token_grid(gpt2_lm, reduction):
+    # compute_loss flattens tokens before the cross-entropy; the number must be Keras' own
+    # on [batch, tokens, vocab], masked tokens included.
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+    gpt2_lm.compile(loss=loss)
+    x, y, sw = gpt2_lm.preprocessor(["the quick brown fox", "i"], sequence_length=8)
+    assert 0.0 in sw[1].tolist()
+    logits = gpt2_lm(x)
+    expected = loss(y, logits, sample_weight=sw)
+    got = gpt2_lm.compute_loss(x, y, logits, sw)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got),
+                               keras.ops.convert_to_numpy(expected), rtol=1e-5)
+    # Without weights too, and a loss reduced per token is left to Keras unchanged.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(gpt2_lm.compute_loss(x, y, logits)),
+                               keras.ops.convert_to_numpy(loss(y, logits)), rtol=1e-5)
+    gpt2_lm.compile()
+
+
 def test_preprocessor_shifts_labels(gpt2_lm):
     x, y, sw = gpt2_lm.preprocessor(["the quick"], sequence_length=6)
     tok = gpt2_lm.preprocessor.tokenizer
