@@ -17,6 +17,8 @@ Backend-specific kernels, chosen once here (never patched in from elsewhere):
 - `first_argmax(logits)`: greedy choice (a cheaper reduction on JAX).
 - `fuse_optimizer(optimizer)`: Keras' Adam/AdamW updated by torch's fused CPU kernel (torch);
   returns whether it applied.
+- `materialized_gradient(x)`: identity; on JAX its gradient is computed once instead of
+  being fused into (and recomputed by) every consumer (`jax_gradients`).
 - `records_gradients()`: True where eager autograd is recording (torch), so inference-only
   kernels must stay out of the way even inside a custom gradient's forward.
 
@@ -84,6 +86,10 @@ def fuse_optimizer(optimizer) -> bool:
     return False
 
 
+def materialized_gradient(x):
+    return x
+
+
 int8_projection = None
 int4_projection = None
 joint_projection = None
@@ -109,6 +115,9 @@ elif _BACKEND == "jax":
     int8_projection = _xla_kernels.int8_projection
     int4_projection = _xla_kernels.int4_projection
     first_argmax = _xla_kernels.first_argmax
+    from keras_lm.backend import jax_gradients as _jax_gradients
+
+    materialized_gradient = _jax_gradients.materialized_gradient
     from keras_lm.backend import jax_sharding as _jax_sharding
 
     distribute = _jax_sharding.distribute

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_lm.backend import ops as backend_ops
 from keras_lm.backend.direct_call import invoke
 from keras_lm.layers.attention import CachedAttention
 from keras_lm.layers.feedforward import FeedForward
@@ -127,6 +128,8 @@ class DecoderBlock(StaticArgumentsRemat, keras.layers.Layer):
             if padding_mask is None:
                 padding_mask = ops.ones(ops.shape(x)[:2], "bool")
             attention_mask = causal_padding_mask(padding_mask, ops.shape(x)[1])
+        if training:
+            x = backend_ops.materialized_gradient(x)
         attended = invoke(
             self.attention,
             invoke(self.pre_attention_norm, x),
