@@ -8,10 +8,13 @@ from keras_lm.backend import ops
 from keras_lm.layers.initializers import fresh_initializer
 from keras_lm.layers.int4 import dense_kernel, dequantize_rows, layer_block, multiply_form, unpack
 from keras_lm.layers.remat import StaticArgumentsRemat
+from keras_lm.layers.variable_release import ReleasesVariablesWithoutCollecting
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class ReversibleEmbedding(StaticArgumentsRemat, keras.layers.Embedding):
+class ReversibleEmbedding(
+    ReleasesVariablesWithoutCollecting, StaticArgumentsRemat, keras.layers.Embedding
+):
     """An embedding whose `reverse=True` call maps hidden states to vocabulary logits.
 
     With `tie_weights=False` the head has its own `reverse_embeddings` matrix. `scale_by_sqrt_dim`

@@ -13,10 +13,13 @@ import keras
 from keras_lm.backend import ops
 from keras_lm.layers.int4 import layer_block, multiply_form, unpack
 from keras_lm.layers.remat import StaticArgumentsRemat
+from keras_lm.layers.variable_release import ReleasesVariablesWithoutCollecting
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class Projection(StaticArgumentsRemat, keras.layers.EinsumDense):
+class Projection(
+    ReleasesVariablesWithoutCollecting, StaticArgumentsRemat, keras.layers.EinsumDense
+):
     """EinsumDense for "prefix + contracted -> prefix + kernel rest" equations.
 
     Example:

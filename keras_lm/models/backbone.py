@@ -5,11 +5,12 @@ import warnings
 import keras
 
 from keras_lm.layers.remat import StaticArgumentsRemat
+from keras_lm.layers.variable_release import CollectsOnceAfterQuantize
 from keras_lm.presets.mixin import PresetMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class Backbone(StaticArgumentsRemat, PresetMixin, keras.Model):
+class Backbone(CollectsOnceAfterQuantize, StaticArgumentsRemat, PresetMixin, keras.Model):
     """Base class for model bodies: token ids and a padding mask in, hidden states out.
 
     Subclasses are functional models. `from_preset` on `Backbone` itself infers the subclass

@@ -5,6 +5,7 @@ import numpy as np
 
 from keras_lm import checks
 from keras_lm.layers.remat import StaticArgumentsRemat
+from keras_lm.layers.variable_release import CollectsOnceAfterQuantize
 from keras_lm.presets.mixin import PresetMixin
 
 
@@ -80,7 +81,7 @@ def _describe(x) -> str:
 
 
 @keras.saving.register_keras_serializable(package="keras_lm")
-class Task(StaticArgumentsRemat, PresetMixin, keras.Model):
+class Task(CollectsOnceAfterQuantize, StaticArgumentsRemat, PresetMixin, keras.Model):
     """Base class of task models: `backbone`, `preprocessor`, and preset support.
 
     Example:
