@@ -387,3 +387,21 @@ def test_detokenize_rejects_ids_outside_the_vocabulary(gpt2_tokenizer):
     with pytest.raises(ValueError, match="token id -1"):
         gpt2_tokenizer.detokenize([[5, -1]])
     assert gpt2_tokenizer.detokenize([5, 6]) == gpt2_tokenizer.detokenize(np.array([5, 6]))
+
+
+def test_finiteness_check_of_loaded_tensors():
+    import ml_dtypes
+
+    from keras_lm.presets.conversion import _all_finite
+
+    big = np.full(1000, 3e38, np.float32)  # finite values whose sum overflows
+    assert _all_finite(big) and _all_finite(np.full(100, 60000, np.float16))
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.ones((4, 5), np.float32)
+        x[2, 3] = bad
+        assert not _all_finite(x)
+        assert not _all_finite(x.astype(ml_dtypes.bfloat16))
+        big[7] = bad
+        assert not _all_finite(big)
+        big[7] = 3e38
+    assert _all_finite(np.arange(10))
