@@ -19,7 +19,6 @@ Backend-specific kernels, chosen once here (never patched in from elsewhere):
   returns whether it applied.
 - `materialized_gradient(x)`: identity; on JAX its gradient is computed once instead of
   being fused into (and recomputed by) every consumer (`jax_gradients`).
-- `materialized(x)`: identity; on JAX `x` is written out before its consumers run.
 - `records_gradients()`: True where eager autograd is recording (torch), so inference-only
   kernels must stay out of the way even inside a custom gradient's forward.
 
@@ -91,10 +90,6 @@ def materialized_gradient(x):
     return x
 
 
-def materialized(x):
-    return x
-
-
 int8_projection = None
 int4_projection = None
 joint_projection = None
@@ -123,7 +118,6 @@ elif _BACKEND == "jax":
     from keras_lm.backend import jax_gradients as _jax_gradients
 
     materialized_gradient = _jax_gradients.materialized_gradient
-    materialized = _jax_gradients.materialized
     from keras_lm.backend import jax_sharding as _jax_sharding
 
     distribute = _jax_sharding.distribute

@@ -89,7 +89,6 @@ class CausalLM(Task):
             y = ops.reshape(y, (-1,))
             if sample_weight is not None:
                 sample_weight = ops.reshape(sample_weight, (-1,))
-            y_pred = backend_ops.materialized(y_pred)
         return super().compute_loss(x, y, y_pred, sample_weight, training=training)
 
     # -- generate -----------------------------------------------------------------------------
