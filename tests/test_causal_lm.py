@@ -112,6 +112,17 @@ def test_training_loss_equals_keras_loss_on_the_token_grid(gpt2_lm, reduction):
     gpt2_lm.compile()
 
 
+def test_labels_of_the_wrong_shape_are_named(gpt2_lm):
+    x, y, sw = gpt2_lm.preprocessor(["the quick brown fox"], sequence_length=8)
+    preprocessor, gpt2_lm.preprocessor = gpt2_lm.preprocessor, None
+    try:
+        wrong = r"`y` must have the shape of `x\['token_ids'\]` \(1, 8\).*\(1, 7\)"
+        with pytest.raises(ValueError, match=wrong):
+            gpt2_lm.fit(x, y[:, :7], verbose=0)
+    finally:
+        gpt2_lm.preprocessor = preprocessor
+
+
 def test_preprocessor_shifts_labels(gpt2_lm):
     x, y, sw = gpt2_lm.preprocessor(["the quick"], sequence_length=6)
     tok = gpt2_lm.preprocessor.tokenizer

@@ -370,5 +370,7 @@ def _sums_token_losses(loss, y, y_pred, sample_weight) -> bool:
     shapes = [getattr(t, "shape", None) for t in (y, y_pred)]
     if any(shape is None for shape in shapes) or len(shapes[0]) != 2 or len(shapes[1]) != 3:
         return False
+    if tuple(shapes[0]) != tuple(shapes[1][:2]):  # left to Keras, which names both shapes
+        return False
     weight_shape = getattr(sample_weight, "shape", None)
     return sample_weight is None or (weight_shape is not None and len(weight_shape) == 2)

@@ -159,6 +159,7 @@ class Task(CollectsOnceAfterQuantize, StaticArgumentsRemat, PresetMixin, keras.M
                 "`y` is missing: pass raw strings (labels are computed from them) or "
                 "`y` with a dict `x`."
             )
+        _check_label_shape(x, y)
         return x, y, sample_weight
 
     def fit(self, x=None, y=None, batch_size=None, sample_weight=None, **kwargs):
@@ -184,3 +185,14 @@ class Task(CollectsOnceAfterQuantize, StaticArgumentsRemat, PresetMixin, keras.M
             x, _, _ = self._training_inputs(x, None, None, need_labels=False)
         return super().predict(x=x, batch_size=batch_size, **kwargs)
 
+
+def _check_label_shape(x, y) -> None:
+    """Labels are one target id per token: `y` has the shape of `x["token_ids"]`."""
+    if not isinstance(x, dict) or getattr(y, "shape", None) is None:
+        return
+    tokens, labels = tuple(x["token_ids"].shape), tuple(y.shape)
+    if labels != tokens and labels != tokens + (1,):
+        raise ValueError(
+            f"`y` must have the shape of `x['token_ids']` {tokens}: one target id per token. "
+            f"Received shape {labels}"
+        )
