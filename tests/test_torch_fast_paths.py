@@ -287,3 +287,44 @@ def test_causal_lm_compile_fuses_adam(gpt2_lm):
     gpt2_lm.train_on_batch(x, np.array([[2, 3, 4, 5]]))
     assert not np.allclose(keras.ops.convert_to_numpy(gpt2_lm.backbone.trainable_variables[0]),
                            before)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("tie", [True, False])
+def test_quantized_decode_step_is_recorded_and_matches_eager(mode, tie):
+    """A quantized head's custom gradient (an autograd `Function`) made the tracer fail, so
+    every quantized model decoded eagerly; the recorded step must exist and give the eager
+    tokens."""
+    import warnings
+
+    import keras
+
+    import keras_lm
+
+    keras.utils.set_random_seed(3)
+    backbone = keras_lm.models.LlamaBackbone(
+        vocabulary_size=304, num_layers=2, num_query_heads=4, hidden_dim=64,
+        intermediate_dim=96, num_key_value_heads=2, tie_word_embeddings=tie)
+    lm = keras_lm.models.LlamaCausalLM(backbone=backbone)
+    if not tie:
+        head = backbone.token_embedding.reverse_embeddings
+        head.assign(keras.random.normal(head.shape, stddev=0.5, seed=3))
+    config = keras.quantizers.Int4QuantizationConfig(block_size=32) if mode == "int4" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras names layers without weights to quantize
+        lm.quantize(mode, config=config)
+    lm.compile(sampler="greedy")
+    prompt = {"token_ids": np.array([[1, 5, 9, 200, 0, 0]], "int32"),
+              "padding_mask": np.array([[1, 1, 1, 1, 0, 0]], bool)}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Decode step runs eagerly")
+        recorded = lm.generate(prompt, max_new_tokens=6, stop_token_ids=None)
+    steps = lm._engine._traced_steps
+    assert steps and all(traced is not False for step in steps
+                         for traced in step._traced.values())
+    # Weights are read once per chunk and let go after it (no copy outlives a quantize).
+    assert all(step._snapshot is None for step in steps)
+    for step in steps:
+        step.enabled = False
+    eager = lm.generate(prompt, max_new_tokens=6, stop_token_ids=None)
+    np.testing.assert_array_equal(recorded["token_ids"], eager["token_ids"])

@@ -9,6 +9,7 @@ a one-token step; `TracedStep` records that step once per input shapes with Torc
 replays it (weights are again arguments, so the recording never goes stale).
 """
 
+import contextlib
 import os
 import warnings
 
@@ -78,18 +79,38 @@ class TracedStep:
         with keras.StatelessScope(state_mapping=list(zip(self._variables, values, strict=True))):
             return self._fn(*args)
 
+    @contextlib.contextmanager
+    def weights_fixed(self):
+        """Read the variables once for the steps run inside (a decode chunk, within which
+        weights cannot change), and let go of them after. Reading them every step cost ~3 ms a
+        step on Gemma 3 270M (366 `Variable.value` calls)."""
+        self._snapshot, self._fixed = None, True
+        try:
+            yield
+        finally:
+            self._snapshot, self._fixed = None, False
+
+    _snapshot = None
+    _fixed = False
+
+    def _weights(self):
+        if self._snapshot is not None:
+            return self._snapshot
+        values = [v.value for v in self._variables]
+        # Versions change on in-place writes: packed int8 weights are constants of a
+        # recording, which also bakes in the weights' layout (`joint_projection`).
+        identity = tuple((v._version, v.data_ptr(), v.stride()) for v in values)
+        if self._fixed:
+            self._snapshot = (values, identity)
+        return values, identity
+
     def __call__(self, *args):
         if not self.enabled:
             return self._fn(*args)
         import torch
 
-        values = [v.value for v in self._variables]
-        # Versions change on in-place writes: packed int8 weights are constants of a recording.
-        # A recording bakes in the weights' layout (see `torch_kernels.joint_projection`).
-        key = (
-            tuple((tuple(a.shape), a.dtype) for a in args),
-            tuple((v._version, v.data_ptr(), v.stride()) for v in values),
-        )
+        values, identity = self._weights()
+        key = (tuple((tuple(a.shape), a.dtype) for a in args), identity)
         traced = self._traced.get(key)
         if traced is None:
             traced = self._traced[key] = self._trace(values, args)

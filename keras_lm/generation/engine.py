@@ -328,9 +328,9 @@ class GenerationEngine:
 
             caches, squeezed = kv_cache.squeeze_single_row(state["caches"])
             state = dict(state, caches=caches)
-            loop = ops.while_loop(
-                cond, body, (ops.convert_to_tensor(0, "int32"), state, sampler_values, tuple(out))
-            )
+            with decode_step.weights_fixed():
+                loop = ops.while_loop(cond, body, (ops.convert_to_tensor(0, "int32"), state,
+                                                   sampler_values, tuple(out)))
             _, state, sampler_values, outs = loop
             if squeezed:
                 state["caches"] = kv_cache.restore_single_row(state["caches"])
