@@ -5,7 +5,13 @@ or, grouped along the contracted axis, a scale and zero point per group (`(q - z
 Layers hand their int4 weights to the backend kernels in one form, `int4_weights()`:
 `(q [N, K] int8 in [-8, 7], scale [groups, N], offset [groups, N], block)` with
 `w[n, k] = q[n, k] * scale[k // block, n] + offset[k // block, n]`.
+
+Our projections store grouped zero points as float32 (Keras: int8), so the 4-bit blocks of a
+GGUF file, whose minimum per group is any float, are held exactly (`FILE_GROUPS`); integer
+zero points (Keras' own quantizer, KerasHub presets) load into them unchanged.
 """
+
+import weakref
 
 import keras
 from keras.src.quantizers.quantization_config import get_block_size_for_layer
@@ -53,3 +59,29 @@ def dense_kernel(q, scale, offset, block):
     scale = ops.repeat(ops.transpose(scale), block, axis=1)[:, :k]
     offset = ops.repeat(ops.transpose(offset), block, axis=1)[:, :k]
     return ops.cast(q, "float32") * scale + offset
+
+
+# Exact 4-bit groups a loader found for a layer (a GGUF file's Q4_0 / Q4_K blocks): layer ->
+# function returning `(q [N, K] int8 in [-8, 7], scale [N, K // 32], offset [N, K // 32])`
+# with `w = q * scale + offset` in groups of 32 along K. `quantize("int4")` uses them instead
+# of quantizing the float weights again. Weak: a layer that is gone takes its entry along.
+FILE_GROUPS = weakref.WeakKeyDictionary()
+FILE_BLOCK = 32
+
+
+def zero_points(q, scale, offset):
+    """`(q, scale, zero)` for `w = (q - zero) * scale` from `w = q * scale + offset` (numpy,
+    `scale`/`offset` one per group of 32 along the last axis of `q`). A group whose scale is
+    zero holds one value, `offset`: it becomes codes of -8 with a scale of `-offset / 8`."""
+    import numpy as np
+
+    q, scale, offset = np.array(q, np.int8), np.asarray(scale, np.float32), \
+        np.asarray(offset, np.float32)
+    flat = scale == 0
+    constant = flat & (offset != 0)
+    if constant.any():
+        groups = q.reshape(q.shape[0], -1, FILE_BLOCK)
+        groups[constant] = -8
+        scale = np.where(constant, -offset / 8, scale)
+    zero = np.where(flat, 0.0, -offset / np.where(flat, 1.0, scale)).astype(np.float32)
+    return q, scale.astype(np.float32), zero

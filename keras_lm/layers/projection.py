@@ -11,7 +11,14 @@ import math
 import keras
 
 from keras_lm.backend import ops
-from keras_lm.layers.int4 import layer_block, multiply_form, unpack
+from keras_lm.layers.int4 import (
+    FILE_BLOCK,
+    FILE_GROUPS,
+    layer_block,
+    multiply_form,
+    unpack,
+    zero_points,
+)
 from keras_lm.layers.remat import StaticArgumentsRemat
 from keras_lm.layers.variable_release import ReleasesVariablesWithoutCollecting
 
@@ -63,10 +70,27 @@ class Projection(
             x = self.activation(x)
         return x
 
+    def add_weight(self, *args, **kwargs):
+        if kwargs.get("name") == "kernel_zero":
+            kwargs["dtype"] = "float32"  # fractional zero points (see `keras_lm.layers.int4`)
+        return super().add_weight(*args, **kwargs)
+
     def quantize(self, mode=None, type_check=True, config=None):
         # EinsumDense refuses subclasses unless `type_check=False`; our float path differs
         # from EinsumDense's only in speed, so its quantized paths apply unchanged.
+        groups = FILE_GROUPS.pop(self, None) if mode == "int4" and _grouped(config) else None
+        if groups is not None:  # the file's own 4-bit groups, not a second rounding
+            config = keras.quantizers.Int4QuantizationConfig(block_size=FILE_BLOCK)
         super().quantize(mode, type_check=False, config=config)
+        if groups is not None:
+            self._assign_groups(*groups())
+
+    def _assign_groups(self, q, scale, offset):
+        q, scale, zero = zero_points(q, scale, offset)  # q [N, K], scale/zero [N, groups]
+        packed, _, _ = keras.quantizers.pack_int4(q.T, axis=-1)
+        self._kernel.assign(packed)
+        self.kernel_scale.assign(scale.T)
+        self.kernel_zero.assign(zero.T)
 
     def _fast_quantized_call(self, fast, inputs, training):
         """`fast(self, flat_inputs)` (a backend's quantized product) reshaped, with LoRA as
@@ -126,3 +150,10 @@ class Projection(
         middle = ops.reshape(middle, batch_shape + tuple(a.shape[self.contracted_axes:]))
         scale = ops.cast(self.lora_alpha / self.lora_rank, middle.dtype)
         return ops.matmul(middle, self.lora_kernel_b) * scale
+
+
+def _grouped(config) -> bool:
+    """Whether an int4 `quantize()` config asks for groups (Keras' default does; a block size
+    of -1 asks for one scale per output)."""
+    block = getattr(config, "block_size", None)
+    return block is None or block > 0

@@ -78,10 +78,13 @@ class Backbone(CollectsOnceAfterQuantize, StaticArgumentsRemat, PresetMixin, ker
             config = None
             if mode == "int4":
                 blocks = {getattr(policy, "block_size", None) for policy in policy_map.values()}
-                if len(blocks) != 1:
-                    raise ValueError(f"Cannot rebuild int4 layers of group sizes {blocks}.")
-                config = keras.quantizers.Int4QuantizationConfig(block_size=blocks.pop())
-            self.quantize(mode, config=config)
+                if len(blocks) > 1:  # a GGUF file's groups of 32 beside requantized layers
+                    self._requantize_int4_layers(policy_map)
+                else:
+                    config = keras.quantizers.Int4QuantizationConfig(block_size=blocks.pop())
+                    self.quantize(mode, config=config)
+            else:
+                self.quantize(mode, config=config)
         quantized = {layer.path for layer in self._flatten_layers(include_self=False)
                      if layer.quantization_mode is not None}
         if quantized != set(policy_map.keys()):
@@ -89,6 +92,15 @@ class Backbone(CollectsOnceAfterQuantize, StaticArgumentsRemat, PresetMixin, ker
                 "This preset quantizes a different set of layers than `quantize()` does: "
                 f"{sorted(set(policy_map.keys()) ^ quantized)[:5]}..."
             )
+
+    def _requantize_int4_layers(self, policy_map) -> None:
+        """int4 layers rebuilt one by one, each with its saved group size."""
+        layers = {layer.path: layer for layer in self._flatten_layers(include_self=False)}
+        for path, policy in policy_map.items():
+            if path not in layers:
+                raise ValueError(f"This preset quantizes a layer this model lacks: {path!r}.")
+            config = keras.quantizers.Int4QuantizationConfig(block_size=policy.block_size)
+            layers[path].quantize("int4", config=config)
 
     @staticmethod
     def get_layout_map(device_mesh, model_parallel_dim_name: str = "model",

@@ -168,6 +168,11 @@ class GGUFFile:
                 f"which we cannot load. Supported: {', '.join(SUPPORTED_TYPES)}."
             )
 
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor's stored bytes (a read-only view of the mapped file)."""
+        info = self.tensors[name]
+        return self._map[info.offset:info.offset + info.nbytes]
+
     def tensor(self, name: str) -> np.ndarray:
         """The tensor as float32 in numpy (row-major, Hugging Face) layout."""
         info = self.tensors[name]

@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_lm.layers.rotary import rope_inverse_frequencies
 from keras_lm.presets.conversion import apply_conversion, build_checked
+from keras_lm.presets.gguf_blocks import attach_four_bit_groups
 from keras_lm.presets.gguf_file import GGUFFile
 from keras_lm.presets.gguf_tokenizer import (
     byte_pair_vocabulary,
@@ -252,6 +253,10 @@ class GGUFCheckpoint:
     def keys(self):
         return list(self._sources)
 
+    def source(self, key: str):
+        """`(GGUF tensor name, transform or None)` behind a Hugging Face key."""
+        return self._sources[key]
+
     def prefetch(self, names) -> None:
         """Dequantize `names` in order on a background thread while the caller builds the
         model (numpy releases the GIL, so with two cores the two overlap). Each tensor is
@@ -358,6 +363,7 @@ class GGUFReader:
         if self.config.get("model_type") == "gpt2":  # llama.cpp writes wte again as output
             conversion.skipped.add("lm_head.weight")
         apply_conversion(backbone, self.checkpoint, conversion, source=self.path)
+        attach_four_bit_groups(backbone, self.checkpoint, conversion)
 
     def has_tokenizer(self) -> bool:
         return "tokenizer.ggml.tokens" in self.file.metadata

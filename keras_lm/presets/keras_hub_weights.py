@@ -117,8 +117,11 @@ def stored_tied_embeddings(directory: str, backbone_cls) -> bool:
 
     with WeightsFile(directory) as weights:
         values = weights.values(f"layers/{layout_of(backbone_cls).embedding}")
-    # Untied: a second [hidden, vocab] table (after the int8 row scales when quantized).
-    return not any(value.ndim == 2 for value in values[1:])
+    # Untied: a second table laid out [hidden, vocab] (int4: [hidden / 2, vocab]), after the
+    # table's own scales ([vocab] or, grouped int4, [vocab, groups]: vocabulary first).
+    vocabulary = values[0].shape[0]
+    return not any(value.ndim == 2 and value.shape[1] == vocabulary != value.shape[0]
+                   for value in values[1:])
 
 
 def _layer_store(layer) -> dict:
