@@ -6,7 +6,15 @@ import keras
 
 from keras_lm.backend import ops
 from keras_lm.layers.initializers import fresh_initializer
-from keras_lm.layers.int4 import dense_kernel, dequantize_rows, layer_block, multiply_form, unpack
+from keras_lm.layers.int4 import (
+    dense_kernel,
+    dequantize_rows,
+    fit_groups,
+    layer_block,
+    multiply_form,
+    unpack,
+    zero_points,
+)
 from keras_lm.layers.remat import StaticArgumentsRemat
 from keras_lm.layers.variable_release import ReleasesVariablesWithoutCollecting
 
@@ -67,6 +75,11 @@ class ReversibleEmbedding(
             if int8:
                 self._build_reverse_scale()
 
+    def add_weight(self, *args, **kwargs):
+        if kwargs.get("name") == "embeddings_zero":
+            kwargs["dtype"] = "float32"  # fractional zero points (see `keras_lm.layers.int4`)
+        return super().add_weight(*args, **kwargs)
+
     def _build_reverse_scale(self):
         self.reverse_embeddings_scale = self.add_weight(
             name="reverse_embeddings_scale", shape=(self.input_dim,), initializer="ones",
@@ -122,7 +135,15 @@ class ReversibleEmbedding(
             reverse = (_quantize_head_int8(self.reverse_embeddings) if mode == "int8"
                        else _quantize_head_int4(self.reverse_embeddings, _config_block(config)))
             del self.reverse_embeddings  # Keras' quantize wrapper unlocks the tracker for us
+        table = ops.convert_to_numpy(self._embeddings.value) if mode == "int4" else None
         super().quantize(mode, type_check=False, config=config)
+        if mode == "int4" and layer_block(self) is not None:
+            # Our least-squares groups in place of Keras' min/max ones (`fit_groups`).
+            q, scale, zero = zero_points(*fit_groups(table, layer_block(self)))
+            del table
+            self._embeddings.assign(keras.quantizers.pack_int4(q, axis=-1)[0])
+            self.embeddings_scale.assign(scale)
+            self.embeddings_zero.assign(zero)
         if reverse is None:
             return
         if mode == "int8":
@@ -353,10 +374,9 @@ def _quantize_head_int4(head, block_size):
         values, scale = keras.quantizers.abs_max_quantize(
             head, axis=0, value_range=(-8, 7), dtype="int8", to_numpy=True)
         parts = [keras.ops.reshape(scale, (-1,))]
-    else:
-        values, scale, zero = keras.quantizers.abs_max_quantize_grouped_with_zero_point(
-            head, block_size=block_size, value_range=(-8, 7), dtype="int8", to_numpy=True)
-        parts = [scale, keras.ops.cast(zero, "float32")]
+    else:  # groups along hidden: `fit_groups` of the [vocab, hidden] transpose
+        q, scale, zero = zero_points(*fit_groups(ops.convert_to_numpy(head).T, block_size))
+        values, parts = q.T, [scale.T, zero.T]
     packed, _, _ = keras.quantizers.pack_int4(values, axis=0)
     return [packed] + parts
 

@@ -14,6 +14,7 @@ from keras_lm.backend import ops
 from keras_lm.layers.int4 import (
     FILE_BLOCK,
     FILE_GROUPS,
+    fit_groups,
     layer_block,
     multiply_form,
     unpack,
@@ -78,9 +79,14 @@ class Projection(
     def quantize(self, mode=None, type_check=True, config=None):
         # EinsumDense refuses subclasses unless `type_check=False`; our float path differs
         # from EinsumDense's only in speed, so its quantized paths apply unchanged.
-        groups = FILE_GROUPS.pop(self, None) if mode == "int4" and _grouped(config) else None
-        if groups is not None:  # the file's own 4-bit groups, not a second rounding
-            config = keras.quantizers.Int4QuantizationConfig(block_size=FILE_BLOCK)
+        groups = None
+        if mode == "int4" and _grouped(config):
+            groups = FILE_GROUPS.pop(self, None)
+            if groups is not None:  # the file's own 4-bit groups, not a second rounding
+                config = keras.quantizers.Int4QuantizationConfig(block_size=FILE_BLOCK)
+            else:  # our least-squares groups instead of Keras' min/max ones
+                kernel = ops.convert_to_numpy(self._kernel.value).reshape(self.kernel_rows, -1)
+                groups = lambda: fit_groups(kernel.T, self._int4_block_size)  # noqa: E731
         super().quantize(mode, type_check=False, config=config)
         if groups is not None:
             self._assign_groups(*groups())
