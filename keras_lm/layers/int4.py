@@ -11,6 +11,7 @@ GGUF file, whose minimum per group is any float, are held exactly (`FILE_GROUPS`
 zero points (Keras' own quantizer, KerasHub presets) load into them unchanged.
 """
 
+import os
 import weakref
 
 import keras
@@ -90,7 +91,7 @@ def zero_points(q, scale, offset):
 # Ranges tried per group: the min/max range, then shrunk towards zero (outliers clipped).
 _SHRINKS = (1.0, 0.9, 0.8)
 _REFITS = 2
-_CHUNK_ROWS = 8192
+_CHUNK_ROWS = 4096
 
 
 def fit_groups(w, block: int):
@@ -115,13 +116,23 @@ def fit_groups(w, block: int):
     q = np.empty((n, groups * block), np.int8)
     scale = np.empty((n, groups), np.float32)
     offset = np.empty((n, groups), np.float32)
-    for start in range(0, n, _CHUNK_ROWS):
+
+    def fit(start):
         rows = w[start:start + _CHUNK_ROWS]
         if k % block:  # pad the last group with its own last value
             rows = np.pad(rows, ((0, 0), (0, groups * block - k)), mode="edge")
         codes, s, o = _fit_chunk(rows.reshape(rows.shape[0], groups, block))
         q[start:start + _CHUNK_ROWS] = (codes - 8).reshape(rows.shape[0], -1)
         scale[start:start + _CHUNK_ROWS], offset[start:start + _CHUNK_ROWS] = s, o
+
+    starts = range(0, n, _CHUNK_ROWS)
+    if len(starts) == 1:
+        fit(0)
+    else:  # numpy lets go of the GIL inside each operation: chunks run side by side
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(len(starts), os.cpu_count() or 1)) as pool:
+            list(pool.map(fit, starts))
     # Signed codes: w = (u - 8) * s + o' with o' = o + 8 s.
     return q[:, :k], scale, offset + 8.0 * scale
 
