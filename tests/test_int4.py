@@ -186,3 +186,22 @@ def test_lora_on_an_int4_base_trains_only_the_adapters():
     step = {"token_ids": sequence[:, :-1], "padding_mask": np.ones_like(sequence[:, :-1], bool)}
     expected = np.argmax(keras.ops.convert_to_numpy(lm(step))[0, 2:], axis=-1)
     np.testing.assert_array_equal(sequence[0, 3:], expected)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's int4 kernels")
+def test_torch_int4_kernel_is_chosen_by_cpu_not_by_timing(monkeypatch):
+    """Every layer takes the same kernel, the CPU's, so one model gives the same greedy text
+    in every process (timing once picked kernels per layer, and runs differed)."""
+    from keras_lm.backend import torch_kernels
+
+    monkeypatch.delenv("KERAS_LM_INT4_KERNEL", raising=False)
+    lm = _llama(4, False)
+    _quantize(lm, GROUPED)
+    tokens = _greedy(lm, [[1, 5, 9, 200]])[0]
+    layers = [layer for layer in lm.backbone._flatten_layers()
+              if layer.quantization_mode == "int4"]
+    as_int8 = {layer in torch_kernels._int4_as_int8 for layer in layers}
+    assert as_int8 == {torch_kernels._DEFAULT_INT4_KERNEL == "int8"}
+    again = _llama(4, False)
+    _quantize(again, GROUPED)
+    np.testing.assert_array_equal(_greedy(again, [[1, 5, 9, 200]])[0], tokens)

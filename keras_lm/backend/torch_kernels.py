@@ -21,7 +21,6 @@ functions when the backend is torch; models and layers never import torch. Layer
 through their public hooks (`Projection.stored_kernel`, `kernel_rows`, `finish`, ...).
 """
 
-import time
 import warnings
 import weakref
 
@@ -270,12 +269,13 @@ def int4_projection(layer, inputs):
     `keras_lm.layers.int4`) for inference, or None when no fast path applies (autograd, other
     dtypes, shapes the kernels do not take).
 
-    Two kernels, the faster one per layer, timed once when the layer is first packed
-    (`KERAS_LM_INT4_KERNEL=int4|int8` forces one): torch's 4-bit CPU kernel
+    Two kernels (`KERAS_LM_INT4_KERNEL=int4|int8` forces one): torch's 4-bit CPU kernel
     (`_weight_int4pack_mm_for_cpu`; bfloat16 activations, its float32 path is a slow
-    reference loop) on a packed copy, or FBGEMM's int8 linear on a copy requantized to int8
-    with one scale per output. Where the CPU has no AVX-512 the 4-bit kernel unpacks slower
-    than it reads (a 262144 x 640 head: 15.5 ms against FBGEMM's 11.8 ms, on 2 AVX2 cores).
+    reference loop) on a packed copy where the CPU has AVX-512 (a 262144 x 640 head: 5.8 ms
+    against FBGEMM's 6.9 ms), else FBGEMM's int8 linear on a copy requantized to int8 with
+    one scale per output (on 2 AVX2 cores the 4-bit kernel unpacks slower than it reads:
+    15.5 ms against 11.8 ms). The choice is by CPU, not timed per layer: timing picked
+    different kernels in different processes, and so different greedy text from one model.
     """
     torch = _torch
     if torch.is_grad_enabled() or inputs.dtype is not torch.float32 or not inputs.is_cpu:
@@ -290,42 +290,29 @@ def int4_projection(layer, inputs):
 
 
 def _int4_kernel(torch, layer, k):
-    """The chosen product for one int4 layer: a function of `inputs [..., K]`, or None."""
+    """The product for one int4 layer: a function of `inputs [..., K]`, or None."""
     import os
 
     weights = layer.int4_weights()
-    choice = os.environ.get("KERAS_LM_INT4_KERNEL", "auto")
-    candidates = []
-    if choice in ("auto", "int4"):
+    choice = os.environ.get("KERAS_LM_INT4_KERNEL") or _DEFAULT_INT4_KERNEL
+    if choice == "int4":
         packed = _pack_int4(torch, *weights)
         if packed is not None:
-            candidates.append(_four_bit_product(torch, *packed))
-    if choice in ("auto", "int8") or not candidates:
-        from keras_lm.layers.int4 import dense_kernel
+            return _four_bit_product(torch, *packed)
+    from keras_lm.layers.int4 import dense_kernel
 
-        dense = dense_kernel(*weights)  # [N, K]
-        scale = 127.0 / dense.abs().amax(dim=1).clamp_min(1e-12)
-        rows = torch.round(dense * scale[:, None]).clamp(-127, 127).to(torch.int8)
-        packed8 = _pack_int8(torch, rows.T, scale)
-        if packed8 is not None:
-            entry = (None, packed8)
-            _int4_as_int8[layer] = entry  # owned here for TorchScript (`packed_weights`)
-            candidates.append(
-                lambda x, p=packed8: torch.ops.quantized.linear_dynamic(x, p, REDUCE_RANGE))
-    if len(candidates) < 2:
-        return candidates[0] if candidates else None
-    probe = torch.randn(1, k)
-    times = []
-    for candidate in candidates:
-        candidate(probe)
-        start = time.perf_counter()
-        for _ in range(3):
-            candidate(probe)
-        times.append(time.perf_counter() - start)
-    best = candidates[times.index(min(times))]
-    if best is not candidates[-1]:
-        _int4_as_int8.pop(layer, None)
-    return best
+    dense = dense_kernel(*weights)  # [N, K]
+    scale = 127.0 / dense.abs().amax(dim=1).clamp_min(1e-12)
+    rows = torch.round(dense * scale[:, None]).clamp(-127, 127).to(torch.int8)
+    packed8 = _pack_int8(torch, rows.T, scale)
+    if packed8 is None:
+        return None
+    _int4_as_int8[layer] = (None, packed8)  # owned here for TorchScript (`packed_weights`)
+    return lambda x: torch.ops.quantized.linear_dynamic(x, packed8, REDUCE_RANGE)
+
+
+_DEFAULT_INT4_KERNEL = "int4" if torch.backends.cpu.get_cpu_capability().startswith(
+    ("AVX512", "AMX")) else "int8"
 
 
 def _four_bit_product(torch, weights, scales_and_zeros, group, n):
