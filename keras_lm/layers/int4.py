@@ -102,8 +102,9 @@ def fit_groups(w, block: int):
     Keras' quantizer takes each group's min/max range with an integer zero point. Here each
     group tries a few ranges shrunk towards zero, and for each alternates rounding with the
     least-squares scale and offset of those codes; the best fit is kept. On the real Gemma 3
-    270M its projections' relative error is 7.4% against Keras' 8.8%, and the perplexity
-    cost of 4-bit projections drops from +27.5% to +12.5% (fake-quantized, fp32 compute).
+    270M a projection's relative error is 7.4% against Keras' 8.8%; fake-quantized (fp32
+    compute), 4-bit projections cost +27.5% perplexity with Keras' groups and +12.5% with a
+    fuller search (25 ranges x 3 refits, 7.1% error, ~7x slower than these 3 x 2).
 
     Example:
     >>> q, scale, offset = fit_groups(np.random.randn(8, 64), 32)  # doctest: +SKIP
